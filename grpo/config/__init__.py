@@ -1,0 +1,1 @@
+"""Config schema, composition, range checks and derived values."""

@@ -1,0 +1,132 @@
+"""Range rules: a bad value stops the run before anything starts, with one line naming it.
+
+Types and unknown keys are enforced by the schema at compose time; these are the rules a type
+cannot express. `check` raises the first violation as a `ConfigError`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Iterable
+
+from grpo.config.errors import ConfigError
+from grpo.config.schema import RunConfig
+
+ADV_ESTIMATORS = ("grpo", "rloo", "reinforce_pp", "reinforce_pp_baseline")
+SCALE_REWARDS = ("group", "batch", "none")
+LOSS_AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm")
+KL_ESTIMATORS = ("k1", "k2", "k3", "abs", "k1+", "k3+", "kl", "mse", "low_var_kl", "low_var_kl+")
+LR_SCHEDULERS = ("constant", "linear", "cosine")
+ARCHITECTURES = ("qwen2", "llama")
+LOGGER_BACKENDS = ("mlflow", "none")
+REWARD_TYPES = ("weighted", "lever")
+RCE_CANDIDATES = ("policy", "task")
+MIXED_PRECISION = ("no", "bf16", "fp16")
+
+
+def _require(ok: bool, key: str, value: Any, rule: str) -> None:
+    if not ok:
+        raise ConfigError(key, value, rule)
+
+
+def _one_of(key: str, value: Any, allowed: Iterable[str]) -> None:
+    allowed = tuple(allowed)
+    _require(value in allowed, key, value, f"must be one of {', '.join(allowed)}")
+
+
+def _positive(key: str, value: float) -> None:
+    _require(value is not None and value > 0 and math.isfinite(value), key, value, "must be > 0")
+
+
+def _at_least(key: str, value: float, low: float, why: str = "") -> None:
+    _require(value is not None and value >= low, key, value, f"must be >= {low}{why}")
+
+
+def check(cfg: RunConfig, *, grpo_steps: int, warmup_steps: int, domains_of: Callable[[str], tuple[str, ...]] | None = None) -> None:
+    """Raise `ConfigError` for the first rule `cfg` breaks."""
+    g, r, s, a, t, tr = cfg.generation, cfg.rollout, cfg.schedule, cfg.algorithm, cfg.task, cfg.trainer
+
+    _at_least("generation.temperature", g.temperature, 0, " (0 samples greedily)")
+    _require(0 < g.top_p <= 1, "generation.top_p", g.top_p, "must be in (0, 1]")
+    _at_least("generation.top_k", g.top_k, 0, " (0 disables top-k)")
+    _at_least("generation.max_new_tokens", g.max_new_tokens, 1)
+
+    _at_least("rollout.batch_size", r.batch_size, 1)
+    if grpo_steps > 0:
+        _at_least("rollout.group_size", r.group_size, 2, " for GRPO: advantages compare completions of one prompt")
+
+    if cfg.lora.enabled:
+        _at_least("lora.rank", cfg.lora.rank, 1)
+        _positive("lora.alpha", cfg.lora.alpha)
+        _require(0 <= cfg.lora.dropout < 1, "lora.dropout", cfg.lora.dropout, "must be in [0, 1)")
+        _require(len(cfg.lora.target_modules) > 0, "lora.target_modules", cfg.lora.target_modules, "must name at least one module")
+
+    _positive("schedule.rce_lr", s.rce_lr)
+    _positive("schedule.grpo_lr", s.grpo_lr)
+    _at_least("schedule.rce_epochs", s.rce_epochs, 0)
+    if s.rce_steps is not None:
+        _at_least("schedule.rce_steps", s.rce_steps, 0)
+    _require(0 <= s.warmup_ratio < 1, "schedule.warmup_ratio", s.warmup_ratio, "must be in [0, 1)")
+    _one_of("schedule.lr_scheduler", s.lr_scheduler, LR_SCHEDULERS)
+    _require(0 <= s.min_lr_ratio <= 1, "schedule.min_lr_ratio", s.min_lr_ratio, "must be in [0, 1]")
+    if grpo_steps > 0:
+        _require(warmup_steps <= grpo_steps, "schedule.warmup_steps", warmup_steps,
+                 f"warm-up must not be longer than the run ({grpo_steps} GRPO steps)")
+    if s.temperature.enabled:
+        _at_least("schedule.temperature.initial", s.temperature.initial, 0)
+        _at_least("schedule.temperature.final", s.temperature.final, 0)
+        _at_least("schedule.temperature.decay_steps", s.temperature.decay_steps, 1)
+
+    _one_of("algorithm.adv_estimator", a.adv_estimator, ADV_ESTIMATORS)
+    _one_of("algorithm.scale_rewards", a.scale_rewards, SCALE_REWARDS)
+    _one_of("algorithm.loss_agg", a.loss_agg, LOSS_AGG_MODES)
+    _one_of("algorithm.kl_estimator", a.kl_estimator, KL_ESTIMATORS)
+    _at_least("algorithm.kl_beta", a.kl_beta, 0)
+    _positive("algorithm.clip_range", a.clip_range)
+    if a.clip_range_high is not None:
+        _positive("algorithm.clip_range_high", a.clip_range_high)
+    _positive("algorithm.adv_eps", a.adv_eps)
+    _one_of("algorithm.rce.candidates", a.rce.candidates, RCE_CANDIDATES)
+    _at_least("algorithm.rce.num_candidates", a.rce.num_candidates, 1)
+    _positive("algorithm.rce.tau", a.rce.tau)
+
+    _one_of("reward.type", cfg.reward.type, REWARD_TYPES)
+    _at_least("reward.numeric_tolerance", cfg.reward.numeric_tolerance, 0)
+    from grpo.rewards.components import COMPONENTS
+
+    for name in cfg.reward.weights:
+        _one_of(f"reward.weights.{name}", name, COMPONENTS)
+
+    _at_least("task.train_size", t.train_size, 1)
+    _at_least("task.val_size", t.val_size, 1)
+    if t.domain_ratios is not None:
+        total = sum(t.domain_ratios.values())
+        _require(abs(total - 1.0) < 1e-6, "task.domain_ratios", dict(t.domain_ratios), f"must sum to 1 (they sum to {total:g})")
+        for name, share in t.domain_ratios.items():
+            _require(share >= 0, f"task.domain_ratios.{name}", share, "must be >= 0")
+        if domains_of is not None:
+            known = domains_of(t.name)
+            for name in t.domain_ratios:
+                _require(name in known, f"task.domain_ratios.{name}", t.domain_ratios[name],
+                         f"task '{t.name}' has no domain '{name}' (its domains: {', '.join(known)})")
+
+    if tr.max_steps is None:
+        _require(s.grpo_epochs is not None, "trainer.max_steps", None, "set trainer.max_steps or schedule.grpo_epochs")
+    else:
+        _at_least("trainer.max_steps", tr.max_steps, 0)
+    _at_least("trainer.gradient_accumulation_steps", tr.gradient_accumulation_steps, 1)
+    _positive("trainer.max_grad_norm", tr.max_grad_norm)
+    _at_least("trainer.save_every", tr.save_every, 0)
+    _one_of("trainer.mixed_precision", tr.mixed_precision, MIXED_PRECISION)
+    _at_least("trainer.optim.weight_decay", tr.optim.weight_decay, 0)
+
+    _at_least("eval.eval_every", cfg.eval.eval_every, 0)
+    _at_least("eval.num_samples", cfg.eval.num_samples, 1)
+    _require(cfg.eval.num_samples <= t.val_size, "eval.num_samples", cfg.eval.num_samples,
+             f"must be <= task.val_size ({t.val_size}), the held-out prompts there are")
+    _at_least("eval.batch_size", cfg.eval.batch_size, 1)
+    _at_least("eval.generation.n", cfg.eval.generation.n, 1)
+
+    _one_of("logger.backend", cfg.logger.backend, LOGGER_BACKENDS)
+    _at_least("logger.log_every", cfg.logger.log_every, 1)
+    _one_of("model.tiny.architecture", cfg.model.tiny.architecture, ARCHITECTURES)

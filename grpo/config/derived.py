@@ -1,0 +1,66 @@
+"""Values computed from the config, never copied into it by hand.
+
+The seeds recomputed these by hand (warm-up 10/500*100 = 2, totals 240 / 12,000, alpha kept
+equal to rank); here they follow from the settings and are printed in the run header,
+logged as `derived.*` params and shown by `grpo.diff`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+from grpo.config.schema import RunConfig
+from grpo.schedules import warmup_steps_from_ratio
+
+
+def epochs_to_steps(epochs: float, steps_per_epoch: int) -> int:
+    """A started epoch fraction still needs its step: ceil, with float noise forgiven."""
+    return max(0, math.ceil(epochs * steps_per_epoch - 1e-9))
+
+
+@dataclass(frozen=True)
+class Derived:
+    steps_per_epoch: int  # optimizer steps for one pass over the train split
+    rce_steps: int
+    grpo_steps: int
+    rce_warmup_steps: int
+    warmup_steps: int  # GRPO stage
+    total_samples: int  # GRPO completions: steps x prompts per step x group size
+    lora_scaling: Optional[float]  # alpha / rank
+    run_name: str
+
+    def as_params(self) -> dict[str, object]:
+        return {f"derived.{k}": v for k, v in asdict(self).items()}
+
+
+def generate_run_name(cfg: RunConfig, grpo_steps: int, rce_steps: int, tag: Optional[str]) -> str:
+    """Seed 000/001's naming, generated: grpo-500steps-4batch-6samples[-rce64][-tag]."""
+    parts = [cfg.algorithm.name, f"{grpo_steps}steps", f"{cfg.rollout.batch_size}batch", f"{cfg.rollout.group_size}samples"]
+    if rce_steps:
+        parts.append(f"rce{rce_steps}")
+    if tag:
+        parts.append(tag.replace("_", "-").replace("/", "-"))
+    return "-".join(parts)
+
+
+def derive(cfg: RunConfig, tag: Optional[str] = None) -> Derived:
+    steps_per_epoch = max(1, math.ceil(cfg.task.train_size / cfg.rollout.batch_size))
+    s = cfg.schedule
+    rce_steps = s.rce_steps if s.rce_steps is not None else epochs_to_steps(s.rce_epochs, steps_per_epoch)
+    if cfg.trainer.max_steps is not None:
+        grpo_steps = cfg.trainer.max_steps
+    else:
+        grpo_steps = epochs_to_steps(s.grpo_epochs or 0, steps_per_epoch)
+    warmup = s.warmup_steps if s.warmup_steps is not None else warmup_steps_from_ratio(grpo_steps, s.warmup_ratio)
+    return Derived(
+        steps_per_epoch=steps_per_epoch,
+        rce_steps=rce_steps,
+        grpo_steps=grpo_steps,
+        rce_warmup_steps=warmup_steps_from_ratio(rce_steps, s.warmup_ratio),
+        warmup_steps=warmup,
+        total_samples=grpo_steps * cfg.rollout.batch_size * cfg.rollout.group_size,
+        lora_scaling=(cfg.lora.alpha / cfg.lora.rank) if cfg.lora.enabled else None,
+        run_name=cfg.logger.run_name or generate_run_name(cfg, grpo_steps, rce_steps, cfg.run_tag or tag),
+    )

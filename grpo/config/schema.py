@@ -1,0 +1,219 @@
+"""Typed schema of every config group.
+
+Each dataclass is the contract of one group under `conf/`. The root `RunConfig` is stored in
+Hydra's ConfigStore as `grpo_schema` and sits first in `conf/config.yaml`'s defaults list, so
+every YAML file and every command-line override is merged into these types: an unknown key or
+a wrong type fails at compose time. Range rules live in `checks.py`; derived values in
+`derived.py`. Names follow ../shared/SEED_SPEC.md where it fixes them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+
+
+@dataclass
+class TinyArchConfig:
+    """A small randomly initialised decoder built from a transformers config (offline)."""
+
+    architecture: str = "qwen2"  # qwen2 | llama
+    hidden_size: int = 64
+    num_layers: int = 2
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    intermediate_size: int = 128
+    max_position_embeddings: int = 64  # the context bound that caps generation for `tiny`
+
+
+@dataclass
+class ModelConfig:
+    name: str = "tiny"  # a label for run names and tags
+    # Hub id or local directory. None builds the tiny model from `tiny` below.
+    name_or_path: Optional[str] = None
+    tiny: TinyArchConfig = field(default_factory=TinyArchConfig)
+    size: Optional[str] = None  # informational (seed 002's "3B"/"7B")
+    bf16: bool = False  # load weights in bfloat16
+    gradient_checkpointing: bool = False
+    trust_remote_code: bool = False
+    init_seed: int = 0  # seeds the random init of `tiny` (independent of the run seed)
+
+
+@dataclass
+class LoraConfig:
+    enabled: bool = True  # false: full fine-tuning (`lora=none`)
+    rank: int = 8
+    alpha: float = 16.0  # scaling = alpha / rank is derived and printed
+    dropout: float = 0.05
+    target_modules: List[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+@dataclass
+class GenerationConfig:
+    """Policy sampling during training."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0 disables top-k filtering
+    max_new_tokens: int = 8  # bounded at run time by the model's context length
+
+
+@dataclass
+class RolloutConfig:
+    batch_size: int = 8  # prompts per optimizer step, global across processes
+    group_size: int = 4  # completions per prompt (G)
+
+
+@dataclass
+class RewardConfig:
+    # weighted: sum_k weights[k] * component_k.  lever: alpha * quality + beta * correctness.
+    type: str = "weighted"  # weighted | lever
+    weights: Dict[str, float] = field(default_factory=lambda: {"correctness": 1.0})
+    alpha: float = 0.0  # Lever: weight of quality (REWARD_ALPHA)
+    beta: float = 1.0  # Lever: weight of correctness (REWARD_BETA)
+    numeric_tolerance: float = 0.0  # |pred - gold| <= tol counts as correct for numeric answers
+
+
+@dataclass
+class TemperatureScheduleConfig:
+    """Seed 003's sampling-temperature schedule: linear from initial to final over decay_steps."""
+
+    enabled: bool = False
+    initial: float = 0.5
+    final: float = 0.15
+    decay_steps: int = 150  # seed 003 calls it temperature_schedule.warmup_steps
+
+
+@dataclass
+class ScheduleConfig:
+    rce_epochs: float = 1.0  # passes over the train split in the RCE stage; 0 skips RCE
+    rce_steps: Optional[int] = None  # if set, overrides rce_epochs
+    grpo_epochs: Optional[float] = None  # used when trainer.max_steps is null
+    rce_lr: float = 1.0e-4
+    grpo_lr: float = 1.0e-5
+    warmup_ratio: float = 0.0  # share of each stage's steps spent warming up the LR
+    warmup_steps: Optional[int] = None  # explicit warm-up for the GRPO stage; null: from the ratio
+    lr_scheduler: str = "cosine"  # constant | linear | cosine (after warm-up)
+    min_lr_ratio: float = 0.0
+    temperature: TemperatureScheduleConfig = field(default_factory=TemperatureScheduleConfig)
+
+
+@dataclass
+class RceConfig:
+    """Reward-weighted cross-entropy warm-up."""
+
+    candidates: str = "policy"  # policy: sample from the policy | task: the task's answer space
+    num_candidates: int = 4  # per prompt when sampling from the policy
+    tau: float = 1.0  # weights = softmax(reward / tau) within each prompt's candidates
+    length_normalize: bool = True
+
+
+@dataclass
+class AlgorithmConfig:
+    name: str = "grpo"
+    adv_estimator: str = "grpo"
+    scale_rewards: str = "group"  # group | batch | none
+    adv_eps: float = 1.0e-4
+    clip_range: float = 0.2
+    clip_range_high: Optional[float] = None
+    loss_agg: str = "seq-mean-token-mean"
+    use_kl_loss: bool = True
+    kl_beta: float = 0.04
+    kl_estimator: str = "k3"
+    rce: RceConfig = field(default_factory=RceConfig)
+
+
+@dataclass
+class TaskConfig:
+    name: str = "numgame"  # numgame | arithmetic | mixed
+    train_size: int = 256
+    val_size: int = 64
+    seed: int = 1234  # data seed: the splits depend on it only
+    max_number: int = 99
+    # Sampling share of each domain in a training batch; null uses the task's own domains equally.
+    domain_ratios: Optional[Dict[str, float]] = None
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adamw"
+    weight_decay: float = 0.0
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+
+
+@dataclass
+class TrainerConfig:
+    max_steps: Optional[int] = 10  # GRPO optimizer steps; null: from schedule.grpo_epochs
+    gradient_accumulation_steps: int = 1
+    max_grad_norm: float = 1.0
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    save_every: int = 0  # steps between adapter checkpoints; 0: only the final one
+    output_dir: Optional[str] = None  # null: the Hydra run directory
+    device: str = "auto"  # auto | cpu | cuda | cuda:0 ...
+    mixed_precision: str = "no"  # no | bf16 | fp16 (through accelerate)
+    threads: Optional[int] = None  # torch intra-op threads; null leaves torch's default
+
+
+@dataclass
+class EvalGenerationConfig:
+    """Overrides of `generation` at validation (EasyR1's val_override_config)."""
+
+    greedy: bool = True
+    temperature: float = 1.0
+    top_p: float = 1.0
+    n: int = 1
+
+
+@dataclass
+class EvalConfig:
+    eval_every: int = 0  # GRPO steps between validations; 0: only at the end
+    num_samples: int = 50  # held-out prompts per validation (seed: val_samples)
+    batch_size: int = 64
+    before_train: bool = False
+    generation: EvalGenerationConfig = field(default_factory=EvalGenerationConfig)
+
+
+@dataclass
+class LoggerConfig:
+    backend: str = "mlflow"  # mlflow | none
+    tracking_uri: str = "sqlite:///outputs/mlflow.db"
+    experiment: str = "grpo-suite"  # the seeds' wandb project
+    run_name: Optional[str] = None  # null: generated from the key settings
+    log_every: int = 1
+    log_completions: int = 8  # sample completions per logged step (table artifact)
+    parent_run_id: Optional[str] = None  # set by sweepers: nests this run under the sweep
+    tags: Dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class PathsConfig:
+    outputs: str = "outputs"
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    seed: int = 42
+    optimized_metric: str = "val/accuracy"  # what grpo.run returns to a sweeper
+    run_tag: Optional[str] = None  # last part of the generated run name (preset/experiment)
+    # Free-form: set by the Optuna sweeper for pruning (see grpo/sweep/trial.py).
+    optuna_trial: Optional[Any] = None
+
+
+def register_schema() -> None:
+    """Store the root schema so `conf/config.yaml` can list `grpo_schema` first."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="grpo_schema", node=RunConfig)

@@ -1,0 +1,1 @@
+"""Model building and loading: the tiny offline model, hub/local weights, LoRA."""

@@ -1,0 +1,50 @@
+"""LoRA through peft, and the KL reference without a second copy of the weights."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from typing import Callable, ContextManager
+
+import torch
+from transformers import PreTrainedModel
+
+from grpo.config.errors import ConfigError
+from grpo.config.schema import LoraConfig
+
+
+def apply_lora(model: PreTrainedModel, cfg: LoraConfig) -> torch.nn.Module:
+    if not cfg.enabled:
+        return model
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+
+    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    missing = [m for m in cfg.target_modules if m not in names]
+    if missing:
+        raise ConfigError("lora.target_modules", list(cfg.target_modules), f"the model has no module named {', '.join(missing)}")
+    peft_cfg = PeftLoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
+                              target_modules=list(cfg.target_modules), task_type="CAUSAL_LM")
+    return get_peft_model(model, peft_cfg)
+
+
+def reference_context(policy: torch.nn.Module, lora_enabled: bool, need_reference: bool) -> Callable[[], ContextManager[torch.nn.Module]]:
+    """A factory of contexts that yield the reference model for the KL term.
+
+    With LoRA it is the policy itself with the adapter disabled (no second copy). For full
+    fine-tuning a frozen copy is made once, and only when a KL term needs it.
+    """
+    if lora_enabled:
+        @contextlib.contextmanager
+        def disabled_adapter():
+            with policy.disable_adapter():
+                yield policy
+        return disabled_adapter
+    frozen = None
+    if need_reference:
+        frozen = copy.deepcopy(policy).eval().requires_grad_(False)
+
+    @contextlib.contextmanager
+    def frozen_copy():
+        yield frozen
+    return frozen_copy

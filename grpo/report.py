@@ -1,0 +1,43 @@
+"""The run header (what was composed, derived values, where outputs go) and closing summary."""
+
+from __future__ import annotations
+
+from grpo.config.compose import Composition
+
+GROUPS = ("preset", "experiment", "model", "lora", "task", "reward", "algorithm", "logger")
+
+
+def header(comp: Composition, *, run_dir: str, max_new_tokens: int, context: int, params: tuple[int, int], tracker, task) -> str:
+    cfg, d = comp.cfg, comp.derived
+    chosen = "  ".join(f"{g}={comp.choices[g]}" for g in GROUPS if comp.choices.get(g))
+    bound = ""
+    if max_new_tokens < cfg.generation.max_new_tokens:
+        bound = f" (generation.max_new_tokens={cfg.generation.max_new_tokens} bounded by the model's context of {context} tokens)"
+    trainable, total = params
+    lines = [
+        f"run {d.run_name}",
+        f"  composed   {chosen}",
+        f"  model      {cfg.model.name}: {total:,} params, {trainable:,} trainable"
+        + (f" (LoRA r={cfg.lora.rank} alpha={cfg.lora.alpha:g} scaling={d.lora_scaling:g})" if cfg.lora.enabled else " (full fine-tuning)"),
+        f"  task       {task.name}: {len(task.train)} train / {len(task.val)} val prompts, domains {', '.join(task.domains)}",
+        f"  RCE        {d.rce_steps} steps (lr {cfg.schedule.rce_lr:g}, warm-up {d.rce_warmup_steps})" if d.rce_steps else "  RCE        off",
+        f"  GRPO       {d.grpo_steps} steps x {cfg.rollout.batch_size} prompts x {cfg.rollout.group_size} samples "
+        f"= {d.total_samples:,} completions (lr {cfg.schedule.grpo_lr:g}, warm-up {d.warmup_steps} steps, {cfg.schedule.lr_scheduler})",
+        f"  sampling   up to {max_new_tokens} new tokens{bound}",
+        f"  outputs    {run_dir}",
+        f"  tracking   {cfg.logger.backend}" + (f" {cfg.logger.tracking_uri} (run {tracker.run_id})" if tracker.run_id else ""),
+    ]
+    return "\n".join(lines)
+
+
+def summary(comp: Composition, metrics: dict[str, float], output_dir: str, checkpoints: list[str], tracker, logger_cfg) -> str:
+    shown = "  ".join(f"{k}={v:.3f}" for k, v in sorted(metrics.items()) if k.startswith("val/"))
+    lines = [f"done {comp.derived.run_name} in {metrics.get('time/total', 0.0):.1f}s", f"  final      {shown}"]
+    if checkpoints:
+        lines.append(f"  checkpoint {checkpoints[-1]}")
+    lines.append(f"  run dir    {output_dir}")
+    if tracker.run_id and logger_cfg.tracking_uri.startswith("sqlite:"):
+        lines.append(f"  mlflow     mlflow ui --backend-store-uri {logger_cfg.tracking_uri}   (run {tracker.run_id})")
+    elif tracker.run_id:
+        lines.append(f"  mlflow     {logger_cfg.tracking_uri} (run {tracker.run_id})")
+    return "\n".join(lines)

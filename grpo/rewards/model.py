@@ -1,0 +1,64 @@
+"""Scores completions with the configured components and combines them into one reward."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+
+from grpo.config.schema import RewardConfig
+from grpo.rewards.components import COMPONENTS
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Scores:
+    total: torch.Tensor  # [N]
+    components: dict[str, torch.Tensor]  # name -> [N], raw (unweighted)
+    errors: int  # completions whose reward raised (scored 0)
+
+
+class RewardModel:
+    def __init__(self, cfg: RewardConfig):
+        if cfg.type == "lever":
+            self.weights = {"quality": cfg.alpha, "correctness": cfg.beta}
+        else:
+            self.weights = dict(cfg.weights)
+        self.options = {"numeric_tolerance": cfg.numeric_tolerance}
+        self.errors_seen: set[str] = set()
+
+    @property
+    def needs_logp(self) -> bool:
+        """Lever's quality is the policy's confidence: the caller must supply log-probs."""
+        return "quality" in self.weights
+
+    def _run(self, name: str, prompts: list[str], completions: list[str], columns: dict) -> tuple[list[float], int]:
+        fn = COMPONENTS[name]
+        try:
+            return [float(v) for v in fn(prompts, completions, **columns, **self.options)], 0
+        except Exception:  # one bad completion must not take the batch (or the run) down
+            values, errors = [], 0
+            for i in range(len(completions)):
+                row = {k: [v[i]] for k, v in columns.items()}
+                try:
+                    values.append(float(fn([prompts[i]], [completions[i]], **row, **self.options)[0]))
+                except Exception as exc:  # noqa: BLE001 - any reward failure scores 0
+                    values.append(0.0)
+                    errors += 1
+                    key = f"{name}:{type(exc).__name__}"
+                    if key not in self.errors_seen:
+                        self.errors_seen.add(key)
+                        log.warning("reward '%s' raised %s: %s (scored 0; further errors of this kind are counted, not printed)",
+                                    name, type(exc).__name__, exc)
+            return values, errors
+
+    def __call__(self, prompts: list[str], completions: list[str], **columns) -> Scores:
+        components, errors = {}, 0
+        for name in self.weights:
+            values, n_err = self._run(name, prompts, completions, columns)
+            components[name] = torch.tensor(values, dtype=torch.float32)
+            errors += n_err
+        total = sum((w * components[n] for n, w in self.weights.items()), torch.zeros(len(completions)))
+        return Scores(total=total, components=components, errors=errors)

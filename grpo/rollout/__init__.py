@@ -1,0 +1,1 @@
+"""Sampling completions (the rollout-engine seam) and scoring them with the policy."""

@@ -1,0 +1,120 @@
+"""`python -m grpo.run [overrides]`: compose, validate, train, return the objective.
+
+A single run is composed and checked once before Hydra starts it, so a typo'd key or a value
+out of range ends in one line and no run (exit 2). Under `-m` each job checks itself and a
+bad job fails alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from grpo.config.compose import CONF_DIR, finish, register
+from grpo.config.errors import ConfigError, explain
+
+log = logging.getLogger("grpo")
+
+# Flags of Hydra's CLI that take a value, so the pre-flight check can skip both.
+_FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
+                     "--config-dir", "-cd", "--experimental-rerun", "--info", "-i"}
+_SKIP_PRECHECK = {"-m", "--multirun", "-h", "--help", "--hydra-help", "--shell-completion", "-sc", "--info", "-i"}
+
+
+def cli_overrides(argv: list[str]) -> list[str] | None:
+    """The overrides of a single run, or None when the pre-flight check does not apply."""
+    if any(a in _SKIP_PRECHECK for a in argv):
+        return None
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in _FLAGS_WITH_VALUE:
+            skip = True
+        elif not arg.startswith("-") and not arg.lstrip("+~").startswith(("hydra.", "hydra/")):
+            out.append(arg)
+    return out
+
+
+def precheck(argv: list[str]) -> str | None:
+    """Compose and validate the single run `argv` describes; the error line, or None."""
+    overrides = cli_overrides(argv)
+    if overrides is None:
+        return None
+    from grpo.config.compose import compose
+
+    try:
+        compose(overrides)
+    except Exception as exc:  # any failure to compose is the user's to fix: one line
+        return explain(exc)
+    return None
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def train(cfg: DictConfig) -> float:
+    """Train one composed configuration; returns the value of `optimized_metric`."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    from grpo.recipe import Recipe
+    from grpo.sweep.trial import TrialReporter
+
+    hc = HydraConfig.get()
+    choices = OmegaConf.to_container(hc.runtime.choices)
+    comp = finish(cfg, choices)
+    tags = {
+        "preset": str(choices.get("preset") or ""),
+        "experiment": str(choices.get("experiment") or ""),
+        "sweep": str(choices.get("sweep") or ""),
+        "model": comp.cfg.model.name,
+        "algorithm": comp.cfg.algorithm.name,
+        "git_commit": git_commit(),
+        "overrides": " ".join(hc.overrides.task),
+    }
+    trial = TrialReporter.from_config(comp.cfg.optuna_trial)
+    recipe = Recipe(comp, run_dir=hc.runtime.output_dir, tags={k: v for k, v in tags.items() if v}, trial=trial)
+    recipe.setup()
+    status = "FAILED"
+    try:
+        metrics = recipe.train()
+        status = "FINISHED"
+    except BaseException as exc:
+        status = "KILLED" if type(exc).__name__ == "TrialPruned" or isinstance(exc, KeyboardInterrupt) else "FAILED"
+        raise
+    finally:
+        recipe.cleanup(status)
+    value = metrics.get(comp.cfg.optimized_metric)
+    if value is None:
+        raise ConfigError("optimized_metric", comp.cfg.optimized_metric, f"not among the final metrics ({', '.join(sorted(metrics))})")
+    return float(value) if math.isfinite(value) else float("nan")
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+def _hydra_main(cfg: DictConfig) -> float:
+    return train(cfg)
+
+
+def main() -> None:
+    register()
+    error = precheck(sys.argv[1:])
+    if error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""What the stages share: the built components of a run, and helpers over a rollout."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, ContextManager, Sequence
+
+import torch
+from accelerate import Accelerator
+from transformers import PreTrainedTokenizerBase
+
+from grpo.algorithms.losses import token_log_probs
+from grpo.config.derived import Derived
+from grpo.config.schema import RunConfig
+from grpo.rewards.model import RewardModel, Scores
+from grpo.rollout.engine import Rollout, RolloutEngine
+from grpo.rollout.scoring import completion_logits
+from grpo.tasks.base import Example, Task
+
+
+@dataclass
+class RunContext:
+    cfg: RunConfig
+    derived: Derived
+    accelerator: Accelerator
+    policy: torch.nn.Module  # prepared (possibly DDP-wrapped) for training
+    tokenizer: PreTrainedTokenizerBase
+    engine: RolloutEngine
+    reward_model: RewardModel
+    task: Task
+    reference: Callable[[], ContextManager[torch.nn.Module]]
+    max_new_tokens: int  # generation.max_new_tokens bounded by the model's context
+
+    @property
+    def sampler_model(self) -> torch.nn.Module:
+        """The bare model for generate(): DDP wrappers have no generate()."""
+        return self.accelerator.unwrap_model(self.policy)
+
+    def local_share(self, items: Sequence) -> list:
+        """This process's share of a global batch (prompts per step are global)."""
+        return list(items[self.accelerator.process_index::self.accelerator.num_processes])
+
+
+def sequence_logprobs(model: torch.nn.Module, rollout: Rollout, temperature: float) -> torch.Tensor:
+    """[N, C] log-probs of the rollout's completion tokens under `model`."""
+    logits = completion_logits(model, rollout.prompt_ids, rollout.prompt_mask, rollout.completion_ids, rollout.completion_mask)
+    return token_log_probs(logits, rollout.completion_ids, temperature)
+
+
+def score(ctx: RunContext, examples: Sequence[Example], prompts: list[str], rollout: Rollout, repeats: int,
+          logp: torch.Tensor | None = None) -> Scores:
+    """Rewards of a rollout whose rows are each example repeated `repeats` times."""
+    rows = [ex for ex in examples for _ in range(repeats)]
+    columns = dict(
+        answer=[ex.answer for ex in rows],
+        domain=[ex.domain for ex in rows],
+        tests=[ex.tests for ex in rows],
+        answer_pattern=[ctx.task.answer_pattern] * len(rows),
+        truncated=rollout.truncated.tolist(),
+        completion_length=rollout.lengths.tolist(),
+        max_new_tokens=[ctx.max_new_tokens] * len(rows),
+    )
+    if ctx.reward_model.needs_logp:
+        if logp is None:
+            with torch.no_grad():
+                logp = sequence_logprobs(ctx.sampler_model, rollout, 1.0)
+        m = rollout.completion_mask.to(logp.dtype)
+        columns["completion_logp_mean"] = ((logp * m).sum(1) / m.sum(1).clamp(min=1)).tolist()
+    return ctx.reward_model(prompts, rollout.texts, **columns)
+
+
+def chunks(n: int, parts: int) -> list[slice]:
+    """`parts` contiguous slices covering range(n) (micro-batches for gradient accumulation)."""
+    bounds = [round(i * n / parts) for i in range(parts + 1)]
+    return [slice(bounds[i], bounds[i + 1]) for i in range(parts)]
+
+
+def take(rollout: Rollout, rows: slice) -> Rollout:
+    return Rollout(rollout.prompt_ids[rows], rollout.prompt_mask[rows], rollout.completion_ids[rows],
+                   rollout.completion_mask[rows], rollout.truncated[rows], rollout.texts[rows])

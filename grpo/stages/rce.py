@@ -1,0 +1,78 @@
+"""One RCE step: reward-weighted cross-entropy over scored candidates.
+
+Candidates come from the policy (sampled, like GRPO's rollouts) or from the task's finite
+answer space (every answer scored by the same reward). Weights are softmax(reward / tau)
+within each prompt's candidates, so the policy imitates its best-scored candidates.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from grpo.algorithms.rce import rce_loss, rce_weights
+from grpo.config.errors import ConfigError
+from grpo.rollout.engine import Rollout, SamplingParams, completion_masks, repeat_prompts
+from grpo.stages.common import RunContext, chunks, score, sequence_logprobs, take
+from grpo.tasks.base import Example
+
+
+def rollout_from_texts(ctx: RunContext, prompts: list[str], texts: list[str]) -> Rollout:
+    """Teacher-forcing inputs for given completions (each ends with EOS)."""
+    tok = ctx.tokenizer
+    device = next(ctx.sampler_model.parameters()).device
+    enc = tok(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
+    ids = [tok(t, add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for t in texts]
+    width = max(len(x) for x in ids)
+    completion_ids = torch.tensor([x + [tok.pad_token_id] * (width - len(x)) for x in ids])
+    mask, truncated = completion_masks(completion_ids, tok.eos_token_id)
+    return Rollout(enc["input_ids"].to(device), enc["attention_mask"].to(device), completion_ids.to(device),
+                   mask.to(device), truncated.to(device), list(texts))
+
+
+def candidates(ctx: RunContext, examples: Sequence[Example]) -> tuple[list[str], Rollout, int]:
+    rce = ctx.cfg.algorithm.rce
+    if rce.candidates == "task":
+        space = ctx.task.answer_space
+        if not space:
+            raise ConfigError("algorithm.rce.candidates", "task", f"task '{ctx.task.name}' has no finite answer space; use 'policy'")
+        prompts = repeat_prompts([ex.prompt for ex in examples], len(space))
+        return prompts, rollout_from_texts(ctx, prompts, list(space) * len(examples)), len(space)
+    k = rce.num_candidates
+    prompts = repeat_prompts([ex.prompt for ex in examples], k)
+    gen = ctx.cfg.generation
+    rollout = ctx.engine.generate(ctx.sampler_model, prompts, SamplingParams(
+        max_new_tokens=ctx.max_new_tokens, temperature=gen.temperature or 1.0, top_p=gen.top_p, top_k=gen.top_k))
+    return prompts, rollout, k
+
+
+def rce_step(ctx: RunContext, batch: Sequence[Example], optimizer, scheduler) -> dict[str, float]:
+    cfg, acc = ctx.cfg, ctx.accelerator
+    examples = ctx.local_share(batch)
+    prompts, rollout, k = candidates(ctx, examples)
+    scores = score(ctx, examples, prompts, rollout, k)
+    weights = rce_weights(scores.total, k, tau=cfg.algorithm.rce.tau)  # [N], each group sums to 1
+
+    ctx.policy.train()
+    parts = chunks(len(prompts), cfg.trainer.gradient_accumulation_steps)
+    total_loss = 0.0
+    for rows in parts:
+        with acc.accumulate(ctx.policy):
+            part = take(rollout, rows)
+            logp = sequence_logprobs(ctx.policy, part, 1.0)
+            loss = rce_loss(logp, part.completion_mask, weights[rows], length_normalize=cfg.algorithm.rce.length_normalize,
+                            num_groups=len(examples) / len(parts))
+            acc.backward(loss)
+            if acc.sync_gradients:
+                acc.clip_grad_norm_(ctx.policy.parameters(), cfg.trainer.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+        total_loss += loss.item() / len(parts)
+    return {
+        "rce/loss": total_loss,
+        "rce/reward": scores.total.mean().item(),
+        **{f"rce/reward/{k}": v.mean().item() for k, v in scores.components.items()},
+        "rce/lr": scheduler.get_last_lr()[0],
+    }

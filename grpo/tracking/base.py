@@ -1,0 +1,39 @@
+"""The tracker interface the recipe talks to; `build_tracker` picks the backend."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional, Protocol
+
+from grpo.config.schema import LoggerConfig
+
+
+class Tracker(Protocol):
+    run_id: Optional[str]
+
+    def log_params(self, params: Mapping[str, Any]) -> None: ...
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None: ...
+    def log_text(self, text: str, path: str) -> None: ...
+    def log_table(self, rows: list[dict], path: str) -> None: ...
+    def log_artifacts(self, local_dir: str, path: str) -> None: ...
+    def set_tags(self, tags: Mapping[str, str]) -> None: ...
+    def finish(self, status: str = "FINISHED") -> None: ...
+
+
+class NullTracker:
+    run_id = None
+
+    def log_params(self, params): pass
+    def log_metrics(self, metrics, step): pass
+    def log_text(self, text, path): pass
+    def log_table(self, rows, path): pass
+    def log_artifacts(self, local_dir, path): pass
+    def set_tags(self, tags): pass
+    def finish(self, status="FINISHED"): pass
+
+
+def build_tracker(cfg: LoggerConfig, run_name: str, tags: Mapping[str, str]) -> Tracker:
+    if cfg.backend == "none":
+        return NullTracker()
+    from grpo.tracking.mlflow_run import MlflowTracker
+
+    return MlflowTracker(cfg, run_name, tags)

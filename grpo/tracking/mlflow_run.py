@@ -1,0 +1,79 @@
+"""MLflow tracking: one run per training job, nested under a sweep's parent when given.
+
+Uses an explicit MlflowClient (not the fluent global state), so a sweep in one process and
+runs in others cannot step on each other's active run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, Mapping, Optional
+
+from grpo.config.schema import LoggerConfig
+
+MAX_PARAM_LEN = 6000  # MLflow's limit on a param value
+
+
+def _artifact_root(uri: str) -> Optional[str]:
+    """Beside a SQLite store, artifacts go to `mlartifacts/` next to the .db (not ./mlruns in the cwd)."""
+    if not uri.startswith("sqlite:///"):
+        return None  # a server decides where its artifacts live
+    db_dir = os.path.dirname(os.path.abspath(uri[len("sqlite:///"):]))
+    os.makedirs(db_dir, exist_ok=True)
+    return os.path.join(db_dir, "mlartifacts")
+
+
+class MlflowTracker:
+    def __init__(self, cfg: LoggerConfig, run_name: str, tags: Mapping[str, str]):
+        from mlflow.tracking import MlflowClient
+        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+
+        artifact_root = _artifact_root(cfg.tracking_uri)
+        self.client = MlflowClient(tracking_uri=cfg.tracking_uri)
+        experiment = self.client.get_experiment_by_name(cfg.experiment)
+        if experiment is None:
+            location = os.path.join(artifact_root, cfg.experiment) if artifact_root else None
+            experiment_id = self.client.create_experiment(cfg.experiment, artifact_location=location)
+        else:
+            experiment_id = experiment.experiment_id
+        all_tags = {MLFLOW_RUN_NAME: run_name, **{k: str(v) for k, v in tags.items()}, **dict(cfg.tags)}
+        if cfg.parent_run_id:
+            all_tags[MLFLOW_PARENT_RUN_ID] = cfg.parent_run_id
+        run = self.client.create_run(experiment_id, run_name=run_name, tags=all_tags)
+        self.run_id = run.info.run_id
+        self.experiment_id = experiment_id
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:MAX_PARAM_LEN]) for k, v in params.items()]
+        for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
+            self.client.log_batch(self.run_id, params=items[i:i + 100])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        for i in range(0, len(items), 1000):
+            self.client.log_batch(self.run_id, metrics=items[i:i + 1000])
+
+    def log_text(self, text: str, path: str) -> None:
+        self.client.log_text(self.run_id, text, path)
+
+    def log_table(self, rows: list[dict], path: str) -> None:
+        # MLflow's table artifact format: {"columns": [...], "data": [[...], ...]}.
+        columns = list(rows[0]) if rows else []
+        self.client.log_text(self.run_id, json.dumps({"columns": columns, "data": [[r[c] for c in columns] for r in rows]}), path)
+
+    def log_artifacts(self, local_dir: str, path: str) -> None:
+        self.client.log_artifacts(self.run_id, local_dir, path)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        for k, v in tags.items():
+            self.client.set_tag(self.run_id, k, str(v))
+
+    def finish(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.run_id, status=status)
