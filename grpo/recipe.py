@@ -44,6 +44,7 @@ class Recipe:
         self.history: list[dict[str, float]] = []
         self.final_metrics: dict[str, float] = {}
         self.checkpoints: list[str] = []
+        self.step = 0  # global optimizer step: RCE steps, then GRPO steps
 
     # ---------------------------------------------------------------- setup
     def setup(self) -> None:
@@ -92,10 +93,10 @@ class Recipe:
     # ---------------------------------------------------------------- stages
     def train(self) -> dict[str, float]:
         t0 = time.perf_counter()
-        if self.derived.rce_steps > 0:
-            self._run_rce()
         if self.cfg.eval.before_train:
             self._evaluate(step=0)
+        if self.derived.rce_steps > 0:
+            self._run_rce()
         self._run_grpo()
         self.final_metrics["time/total"] = time.perf_counter() - t0
         return self.final_metrics
@@ -112,43 +113,53 @@ class Recipe:
     def _run_rce(self) -> None:
         steps = self.derived.rce_steps
         opt, sched = self._optimizer(self.cfg.schedule.rce_lr, steps, self.derived.rce_warmup_steps)
-        log_every = self.cfg.logger.log_every
         with self._bar(steps, "RCE") as bar:
-            for step in range(1, steps + 1):
+            for _ in range(steps):
+                self.step += 1
                 metrics = rce_step(self.ctx, self.sampler.next_batch(self.cfg.rollout.batch_size), opt, sched)
-                if step % log_every == 0 or step == steps:
-                    self.tracker.log_metrics(metrics, step)
+                if self.step % self.cfg.logger.log_every == 0 or self.step == steps:
+                    self.tracker.log_metrics(metrics, self.step)
                 bar.set_postfix(loss=f"{metrics['rce/loss']:.3f}", reward=f"{metrics['rce/reward']:.2f}")
                 bar.update()
+                if self._eval_due():
+                    self._evaluate(self.step)
+
+    def _eval_due(self) -> bool:
+        every = self.cfg.eval.eval_every
+        return bool(every) and self.step % every == 0
 
     def _run_grpo(self) -> None:
+        """GRPO steps continue the global step count after RCE: one x-axis for every curve."""
         cfg, steps = self.cfg, self.derived.grpo_steps
         opt, sched = self._optimizer(cfg.schedule.grpo_lr, steps, self.derived.warmup_steps)
         last_warned = -10**9
         with self._bar(steps, "GRPO") as bar:
-            for step in range(1, steps + 1):
-                metrics, samples = grpo_step(self.ctx, self.sampler.next_batch(cfg.rollout.batch_size), step - 1, opt, sched)
-                self._check_finite(metrics, step)
-                if metrics["train/frac_zero_std_groups"] > ZERO_SPREAD_WARN and step - last_warned >= 50:
-                    last_warned = step
+            for grpo_index in range(steps):
+                self.step += 1
+                batch = self.sampler.next_batch(cfg.rollout.batch_size)
+                metrics, samples = grpo_step(self.ctx, batch, grpo_index, opt, sched)
+                self._check_finite(metrics, self.step)
+                if metrics["train/frac_zero_std_groups"] > ZERO_SPREAD_WARN and self.step - last_warned >= 50:
+                    last_warned = self.step
                     log.warning("step %d: %.0f%% of groups have equal rewards (zero advantage: nothing to learn from); "
                                 "consider a denser reward (format, tiered), an RCE warm-up or a larger group",
-                                step, 100 * metrics["train/frac_zero_std_groups"])
-                if step % cfg.logger.log_every == 0 or step == steps:
-                    self.tracker.log_metrics(metrics, step)
+                                self.step, 100 * metrics["train/frac_zero_std_groups"])
+                is_last = grpo_index == steps - 1
+                if self.step % cfg.logger.log_every == 0 or is_last:
+                    self.tracker.log_metrics(metrics, self.step)
                     rows = samples[: cfg.logger.log_completions]
                     if rows:
-                        self.tracker.log_table(rows, f"completions/step_{step:06d}.json")
-                self.history.append({"step": step, **metrics})
+                        self.tracker.log_table(rows, f"completions/step_{self.step:06d}.json")
+                self.history.append({"step": self.step, **metrics})
                 bar.set_postfix(reward=f"{metrics['train/reward']:.2f}", kl=f"{metrics.get('train/kl', 0.0):.3f}")
                 bar.update()
-                is_last = step == steps
-                if (cfg.eval.eval_every and step % cfg.eval.eval_every == 0) or is_last:
-                    self._evaluate(step)
-                if (cfg.trainer.save_every and step % cfg.trainer.save_every == 0) or is_last:
-                    self._save(step)
+                if self._eval_due() or is_last:
+                    self._evaluate(self.step)
+                if (cfg.trainer.save_every and (grpo_index + 1) % cfg.trainer.save_every == 0) or is_last:
+                    self._save(self.step)
         if steps == 0:
-            self._evaluate(0)
+            self._evaluate(self.step)
+            self._save(self.step)
 
     def _check_finite(self, metrics: dict[str, float], step: int) -> None:
         bad = [k for k in ("train/loss/total", "train/grad_norm") if k in metrics and not math.isfinite(metrics[k])]
@@ -157,7 +168,8 @@ class Recipe:
 
     def _evaluate(self, step: int) -> None:
         examples = self.ctx.task.val[: self.cfg.eval.num_samples]
-        with self._bar(len(examples), "eval") as bar:
+        with tqdm(total=len(examples), desc="eval", leave=False, dynamic_ncols=True,
+                  disable=not self.accelerator.is_main_process) as bar:
             metrics = evaluate(self.ctx, examples, progress=bar)
         self.final_metrics.update(metrics)
         self.tracker.log_metrics(metrics, step)

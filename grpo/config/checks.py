@@ -19,8 +19,9 @@ KL_ESTIMATORS = ("k1", "k2", "k3", "abs", "k1+", "k3+", "kl", "mse", "low_var_kl
 LR_SCHEDULERS = ("constant", "linear", "cosine")
 ARCHITECTURES = ("qwen2", "llama")
 LOGGER_BACKENDS = ("mlflow", "none")
-REWARD_TYPES = ("weighted", "lever")
-RCE_CANDIDATES = ("policy", "task")
+REWARD_TYPES = ("weighted", "lever", "tiered")
+RCE_CANDIDATES = ("policy", "task", "file")
+QUALITY_SOURCES = ("policy", "file")
 MIXED_PRECISION = ("no", "bf16", "fp16")
 
 
@@ -96,16 +97,26 @@ def check(cfg: RunConfig, *, grpo_steps: int, warmup_steps: int, domains_of: Cal
 
     for name in cfg.reward.weights:
         _one_of(f"reward.weights.{name}", name, COMPONENTS)
+    _check_reward_extras(cfg)
 
     _at_least("task.train_size", t.train_size, 1)
     _at_least("task.val_size", t.val_size, 1)
-    if t.domain_ratios is not None:
+    jsonl_domains = None
+    if t.name == "jsonl":  # the files exist and parse: a bad line stops the run here, naming file and line
+        from grpo.tasks.jsonl import validate
+
+        jsonl_domains = validate(t)
+    if t.candidates_path is not None:
+        from grpo.tasks.candidates import load_candidates
+
+        load_candidates(t.candidates_path)
+    if t.domain_ratios:
         total = sum(t.domain_ratios.values())
         _require(abs(total - 1.0) < 1e-6, "task.domain_ratios", dict(t.domain_ratios), f"must sum to 1 (they sum to {total:g})")
         for name, share in t.domain_ratios.items():
             _require(share >= 0, f"task.domain_ratios.{name}", share, "must be >= 0")
-        if domains_of is not None:
-            known = domains_of(t.name)
+        if domains_of is not None or jsonl_domains is not None:
+            known = jsonl_domains if jsonl_domains is not None else domains_of(t.name)
             for name in t.domain_ratios:
                 _require(name in known, f"task.domain_ratios.{name}", t.domain_ratios[name],
                          f"task '{t.name}' has no domain '{name}' (its domains: {', '.join(known)})")
@@ -126,7 +137,33 @@ def check(cfg: RunConfig, *, grpo_steps: int, warmup_steps: int, domains_of: Cal
              f"must be <= task.val_size ({t.val_size}), the held-out prompts there are")
     _at_least("eval.batch_size", cfg.eval.batch_size, 1)
     _at_least("eval.generation.n", cfg.eval.generation.n, 1)
+    _require(cfg.eval.generation.n == 1 or not cfg.eval.generation.greedy, "eval.generation.n", cfg.eval.generation.n,
+             "greedy decoding gives n identical samples; set eval.generation.greedy=false for n > 1")
 
     _one_of("logger.backend", cfg.logger.backend, LOGGER_BACKENDS)
     _at_least("logger.log_every", cfg.logger.log_every, 1)
     _one_of("model.tiny.architecture", cfg.model.tiny.architecture, ARCHITECTURES)
+
+
+def _check_reward_extras(cfg: RunConfig) -> None:
+    """Tiered and code-execution settings, and what the Lever / offline-candidate options need."""
+    r, rce, t = cfg.reward, cfg.algorithm.rce, cfg.task
+    _require(len(r.tiers) == 5, "reward.tiers", list(r.tiers), "must list 5 values: tier 5 (perfect) down to tier 1 (wrong)")
+    _require(all(math.isfinite(v) for v in r.tiers) and all(a >= b for a, b in zip(r.tiers, r.tiers[1:])),
+             "reward.tiers", list(r.tiers), "must be finite and descending (perfect first)")
+    _at_least("reward.near_tolerance", r.near_tolerance, 0)
+    _positive("reward.execution_timeout", r.execution_timeout)
+    _at_least("reward.execution_memory_mb", r.execution_memory_mb, 64)
+    _at_least("reward.execution_workers", r.execution_workers, 1)
+    _one_of("reward.quality_source", r.quality_source, QUALITY_SOURCES)
+    if r.type == "lever" and r.quality_source == "file":
+        _require(t.candidates_path is not None, "reward.quality_source", "file",
+                 "quality from the file needs task.candidates_path (the offline candidates with their scores)")
+    if r.type == "weighted" and "beam_score" in r.weights:
+        _require(t.candidates_path is not None, "reward.weights.beam_score", r.weights["beam_score"],
+                 "the candidates' scores need task.candidates_path (the offline candidates file)")
+    if rce.candidates == "file":
+        _require(t.candidates_path is not None, "algorithm.rce.candidates", "file", "needs task.candidates_path")
+    if rce.drop_incorrect_below is not None:
+        _require(r.type in ("lever", "tiered") or "correctness" in r.weights, "algorithm.rce.drop_incorrect_below",
+                 rce.drop_incorrect_below, "needs a 'correctness' reward (reward.type lever or tiered, or reward.weights.correctness)")

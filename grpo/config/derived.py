@@ -61,6 +61,6 @@ def derive(cfg: RunConfig, tag: Optional[str] = None) -> Derived:
         rce_warmup_steps=warmup_steps_from_ratio(rce_steps, s.warmup_ratio),
         warmup_steps=warmup,
         total_samples=grpo_steps * cfg.rollout.batch_size * cfg.rollout.group_size,
-        lora_scaling=(cfg.lora.alpha / cfg.lora.rank) if cfg.lora.enabled else None,
+        lora_scaling=(cfg.lora.alpha / cfg.lora.rank) if cfg.lora.enabled and cfg.lora.rank > 0 else None,
         run_name=cfg.logger.run_name or generate_run_name(cfg, grpo_steps, rce_steps, cfg.run_tag or tag),
     )

@@ -19,10 +19,17 @@ class ConfigError(ValueError):
         super().__init__(f"{key}={value!r}: {rule}")
 
 
-def _allowed_keys(object_type: Any) -> list[str]:
-    if dataclasses.is_dataclass(object_type):
-        return [f.name for f in dataclasses.fields(object_type)]
-    return []
+def _allowed_keys(parent_path: str) -> list[str]:
+    """Field names of the schema node at `parent_path` ("" is the root)."""
+    import typing
+
+    from grpo.config.schema import RunConfig
+
+    node: Any = RunConfig
+    for part in filter(None, parent_path.split(".")):
+        hints = typing.get_type_hints(node) if dataclasses.is_dataclass(node) else {}
+        node = hints.get(part)
+    return [f.name for f in dataclasses.fields(node)] if dataclasses.is_dataclass(node) else []
 
 
 def _causes(exc: BaseException):
@@ -36,21 +43,23 @@ def _causes(exc: BaseException):
 def explain(exc: BaseException) -> str:
     """The one line a user needs for a composition or validation failure."""
     from hydra.errors import MissingConfigException
-    from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
     for cause in _causes(exc):
         if isinstance(cause, ConfigError):
             return str(cause)
         if isinstance(cause, MissingConfigException):
             options = ", ".join(cause.options or []) or "none"
-            group = cause.config_name.rsplit("/", 1)[0] if cause.config_name and "/" in cause.config_name else "the config tree"
-            name = (cause.config_name or "").rsplit("/", 1)[-1]
-            return f"no config '{name}' in group '{group}' (available: {options})"
-        if isinstance(cause, ConfigKeyError) and getattr(cause, "full_key", None):
+            missing = getattr(cause, "missing_cfg_file", None) or ""
+            group, _, name = missing.rpartition("/")
+            return f"no config '{name}' in group '{group or 'conf'}' (available: {options})"
+        if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and getattr(cause, "full_key", None):
             key = cause.full_key
-            parent = key.rsplit(".", 1)[0] if "." in key else "the root config"
-            allowed = _allowed_keys(getattr(cause, "object_type", None))
-            hint = f" ({parent} has: {', '.join(allowed)})" if allowed else ""
+            parent = key.rsplit(".", 1)[0] if "." in key else ""
+            allowed = _allowed_keys(parent)
+            if not allowed and parent:  # a mapping (weights, domain_ratios): new keys need Hydra's '+'
+                return f"'{parent}' has no key '{key.rsplit('.', 1)[-1]}': add a new key to a mapping with a leading '+' (+{key}=VALUE)"
+            hint = f" ({parent or 'the root config'} has: {', '.join(allowed)})" if allowed else ""
             return f"unknown key '{key}'{hint}: check the spelling, or see conf/ for the keys of each group"
         if isinstance(cause, ValidationError) and getattr(cause, "full_key", None):
             first = str(cause.msg).splitlines()[0] if getattr(cause, "msg", None) else str(cause).splitlines()[0]

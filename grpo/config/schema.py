@@ -68,11 +68,19 @@ class RolloutConfig:
 @dataclass
 class RewardConfig:
     # weighted: sum_k weights[k] * component_k.  lever: alpha * quality + beta * correctness.
-    type: str = "weighted"  # weighted | lever
+    # tiered: seed 003's 5-tier reward (grpo/rewards/tiered.py), one value of `tiers` per completion.
+    type: str = "weighted"  # weighted | lever | tiered
     weights: Dict[str, float] = field(default_factory=lambda: {"correctness": 1.0})
     alpha: float = 0.0  # Lever: weight of quality (REWARD_ALPHA)
     beta: float = 1.0  # Lever: weight of correctness (REWARD_BETA)
+    # Lever's quality: "policy" = exp(mean token log-prob); "file" = the candidate's score in the data.
+    quality_source: str = "policy"
     numeric_tolerance: float = 0.0  # |pred - gold| <= tol counts as correct for numeric answers
+    tiers: List[float] = field(default_factory=lambda: [1.0, 0.7, 0.4, 0.2, 0.0])  # perfect .. wrong
+    near_tolerance: float = 0.1  # tiered: relative error that still counts as near-correct
+    execution_timeout: float = 10.0  # seconds per code execution (the seeds' AFlow used 180)
+    execution_memory_mb: int = 512
+    execution_workers: int = 2  # code executions run in parallel, at most this many at once
 
 
 @dataclass
@@ -103,7 +111,9 @@ class ScheduleConfig:
 class RceConfig:
     """Reward-weighted cross-entropy warm-up."""
 
-    candidates: str = "policy"  # policy: sample from the policy | task: the task's answer space
+    candidates: str = "policy"  # policy: sampled | task: the task's answer space | file: task.candidates_path
+    # Seed 004: drop candidates that are wrong and whose quality score is below this (null: keep all).
+    drop_incorrect_below: Optional[float] = None
     num_candidates: int = 4  # per prompt when sampling from the policy
     tau: float = 1.0  # weights = softmax(reward / tau) within each prompt's candidates
     length_normalize: bool = True
@@ -126,13 +136,21 @@ class AlgorithmConfig:
 
 @dataclass
 class TaskConfig:
-    name: str = "numgame"  # numgame | arithmetic | mixed
+    name: str = "numgame"  # numgame | arithmetic | mixed | jsonl
     train_size: int = 256
     val_size: int = 64
     seed: int = 1234  # data seed: the splits depend on it only
     max_number: int = 99
-    # Sampling share of each domain in a training batch; null uses the task's own domains equally.
-    domain_ratios: Optional[Dict[str, float]] = None
+    # Sampling share of each domain in a training batch; empty: the task's domains equally.
+    domain_ratios: Dict[str, float] = field(default_factory=dict)
+    # jsonl task: records {prompt, answer, domain, tests?, meta?}. Validation comes from val_path,
+    # or a seeded val_fraction of the train file when val_path is null.
+    train_path: Optional[str] = None
+    val_path: Optional[str] = None
+    test_path: Optional[str] = None
+    val_fraction: float = 0.1
+    # Offline RCE / GRPO candidates: records {prompt, answer?, candidates: [{text, score, correct}]}.
+    candidates_path: Optional[str] = None
 
 
 @dataclass
