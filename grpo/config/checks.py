@@ -152,6 +152,13 @@ def _check_reward_extras(cfg: RunConfig) -> None:
     _require(all(math.isfinite(v) for v in r.tiers) and all(a >= b for a, b in zip(r.tiers, r.tiers[1:])),
              "reward.tiers", list(r.tiers), "must be finite and descending (perfect first)")
     _at_least("reward.near_tolerance", r.near_tolerance, 0)
+    rules = getattr(r, "tier_rules", None)  # the tiered rules, once the schema has the field
+    if rules is not None:
+        from grpo.rewards.tiered import RULES
+
+        _require(len(rules) == 4, "reward.tier_rules", list(rules), "must name 4 rules, for tier 5 down to tier 2")
+        for name in rules:
+            _one_of("reward.tier_rules", name, RULES)
     _positive("reward.execution_timeout", r.execution_timeout)
     _at_least("reward.execution_memory_mb", r.execution_memory_mb, 64)
     _at_least("reward.execution_workers", r.execution_workers, 1)

@@ -5,6 +5,8 @@
 where `columns` are aligned lists: answer, domain, truncated (no EOS before the length
 limit), answer_pattern (regex of a well-formed answer), completion_logp_mean (mean token
 log-prob under the policy) and the reward config's options (numeric_tolerance, ...).
+Rows scored against an offline candidates file also carry candidate_score and
+candidate_correct (None where the completion is not one of the file's candidates).
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ import ast
 import math
 import re
 from typing import Callable, Optional
+
+from grpo.rewards.code_exec import code_exec, execute
+from grpo.rewards.tiered import tiered
 
 RewardFn = Callable[..., list[float]]
 
@@ -34,9 +39,59 @@ def _matches(pred: Optional[str], gold: str, tolerance: float) -> bool:
         return False
 
 
-def correctness(prompts, completions, *, answer, answer_pattern, numeric_tolerance: float = 0.0, **_) -> list[float]:
-    """1 when the first answer in the completion equals the gold answer (numbers: within tolerance)."""
-    return [float(_matches(parse_answer(c, p), a, numeric_tolerance)) for c, a, p in zip(completions, answer, answer_pattern)]
+_CHOICE_GOLD = re.compile(r"\(?([A-E])\)?\.?")
+# Where a choice letter is read from, most explicit first: "answer is (B)", "option B", "(B)", a leading "B."/"B)".
+_CHOICE_PATTERNS = (
+    re.compile(r"answer\s*(?:is|:)?\s*\(?([A-E])\b", re.IGNORECASE),
+    re.compile(r"\b(?:option|choice)\s*\(?([A-E])\b", re.IGNORECASE),
+    re.compile(r"\(([A-E])\)", re.IGNORECASE),
+    re.compile(r"^\s*([A-E])(?:[.):]|\s*$)", re.IGNORECASE),
+)
+
+
+def choice_letter(completion: str) -> Optional[str]:
+    """The multiple-choice letter (A-E) a completion picks, or None."""
+    for pattern in _CHOICE_PATTERNS:
+        match = pattern.search(completion)
+        if match:
+            return match.group(1).upper()
+    return None
+
+
+def gold_choice(gold: str) -> Optional[str]:
+    """The letter when the gold answer is a choice letter ("B", "(B)", "B."), else None."""
+    match = _CHOICE_GOLD.fullmatch(gold.strip())
+    return match.group(1) if match else None
+
+
+def predicted_answer(completion: str, gold: str, pattern: str) -> Optional[str]:
+    """The answer a completion gives: a choice letter for choice items, else the first match of `pattern`."""
+    return choice_letter(completion) if gold_choice(gold) else parse_answer(completion, pattern)
+
+
+def is_correct(pred: Optional[str], gold: str, tolerance: float) -> bool:
+    letter = gold_choice(gold)
+    return pred == letter if letter else _matches(pred, gold, tolerance)
+
+
+def correctness(prompts, completions, *, answer, answer_pattern, numeric_tolerance: float = 0.0, candidate_correct=None,
+                **_) -> list[float]:
+    """1 when the completion's answer equals the gold answer: exact text, numbers within tolerance, or the
+    same choice letter (A-E) when the gold answer is one. A completion that is one of an offline
+    candidates file's candidates takes the file's verdict (seed 004: correctness is a label of the beam)."""
+    labels = candidate_correct if candidate_correct is not None else [None] * len(completions)
+    return [float(label) if label is not None else float(is_correct(predicted_answer(c, a, p), a, numeric_tolerance))
+            for c, a, p, label in zip(completions, answer, answer_pattern, labels)]
+
+
+def solved(prompts, completions, *, tests=None, execution_timeout: float = 10.0, execution_memory_mb: int = 512,
+           execution_workers: int = 2, **columns) -> list[float]:
+    """Accuracy of any item: 1 when every test passes for items with tests, else `correctness`."""
+    tests = tests if tests is not None else [None] * len(completions)
+    results = execute(completions, tests, execution_timeout=execution_timeout, execution_memory_mb=execution_memory_mb,
+                      execution_workers=execution_workers)
+    answers = correctness(prompts, completions, **columns)
+    return [float(r.pass_fraction == 1.0) if r is not None else a for r, a in zip(results, answers)]
 
 
 def format_reward(prompts, completions, *, answer_pattern, truncated, **_) -> list[float]:
@@ -61,9 +116,30 @@ def code_quality(prompts, completions, **_) -> list[float]:
     return out
 
 
+LENGTH_BUFFER = 0.25  # length_penalty: the last quarter of the token budget is the soft-penalty zone
+
+
+def length_penalty(prompts, completions, *, completion_length, max_new_tokens, truncated, **_) -> list[float]:
+    """DAPO's soft overlong punishment, in [-1, 0]: 0 up to (1 - LENGTH_BUFFER) of the token budget,
+    then linearly down to -1 at the budget; -1 for a completion cut off without EOS. Give it a
+    positive weight (weights.length_penalty: 0.1) to subtract it."""
+    out = []
+    for n, budget, cut in zip(completion_length, max_new_tokens, truncated):
+        buffer = max(1, int(budget * LENGTH_BUFFER))
+        free = budget - buffer
+        out.append(-1.0 if cut else max(-1.0, min(0.0, (free - n) / buffer)))
+    return out
+
+
 def quality(prompts, completions, *, completion_logp_mean, **_) -> list[float]:
     """Lever's beam score: the policy's confidence, exp(mean token log-prob), in [0, 1]."""
     return [math.exp(lp) for lp in completion_logp_mean]
+
+
+def beam_score(prompts, completions, *, candidate_score, **_) -> list[float]:
+    """Lever's quality from the data (reward.quality_source=file): the candidate's score in the
+    offline candidates file; 0 for a completion that is not one of the prompt's candidates."""
+    return [float(s) if s is not None else 0.0 for s in candidate_score]
 
 
 COMPONENTS: dict[str, RewardFn] = {
@@ -72,4 +148,9 @@ COMPONENTS: dict[str, RewardFn] = {
     "efficiency": efficiency,
     "code_quality": code_quality,
     "quality": quality,
+    "length_penalty": length_penalty,
+    "beam_score": beam_score,
+    "code_exec": code_exec,  # grpo/rewards/code_exec.py: pass fraction of the item's tests, sandboxed
+    "solved": solved,
+    "tiered": tiered,  # grpo/rewards/tiered.py: seed 003's 5 tiers
 }

@@ -23,10 +23,25 @@ class Scores:
 class RewardModel:
     def __init__(self, cfg: RewardConfig):
         if cfg.type == "lever":
-            self.weights = {"quality": cfg.alpha, "correctness": cfg.beta}
+            # quality: the policy's confidence, or the candidate's score in the offline file (beam_score)
+            quality = "beam_score" if cfg.quality_source == "file" else "quality"
+            self.weights = {quality: cfg.alpha, "correctness": cfg.beta}
+        elif cfg.type == "tiered":
+            self.weights = {"tiered": 1.0, "correctness": 0.0}  # correctness: weight 0, logged for reference
         else:
             self.weights = dict(cfg.weights)
-        self.options = {"numeric_tolerance": cfg.numeric_tolerance}
+        self.options = {
+            "numeric_tolerance": cfg.numeric_tolerance,
+            "tiers": list(cfg.tiers),
+            "near_tolerance": cfg.near_tolerance,
+            "execution_timeout": cfg.execution_timeout,
+            "execution_memory_mb": cfg.execution_memory_mb,
+            "execution_workers": cfg.execution_workers,
+        }
+        # Tier rules (grpo/rewards/tiered.py); read when the schema has them, else the module's defaults.
+        for key in ("tier_rules", "partial_overlap", "code_near_fraction"):
+            if getattr(cfg, key, None) is not None:
+                self.options[key] = getattr(cfg, key)
         self.errors_seen: set[str] = set()
 
     @property

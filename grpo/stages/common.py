@@ -50,23 +50,34 @@ def sequence_logprobs(model: torch.nn.Module, rollout: Rollout, temperature: flo
 def score(ctx: RunContext, examples: Sequence[Example], prompts: list[str], rollout: Rollout, repeats: int,
           logp: torch.Tensor | None = None) -> Scores:
     """Rewards of a rollout whose rows are each example repeated `repeats` times."""
+    return ctx.reward_model(prompts, rollout.texts, **reward_columns(ctx, examples, prompts, rollout, repeats, logp))
+
+
+def reward_columns(ctx: RunContext, examples: Sequence[Example], prompts: list[str], rollout: Rollout, repeats: int,
+                   logp: torch.Tensor | None = None) -> dict[str, list]:
+    """The columns every reward component may read (grpo/rewards/components.py), one entry per row."""
     rows = [ex for ex in examples for _ in range(repeats)]
     columns = dict(
         answer=[ex.answer for ex in rows],
         domain=[ex.domain for ex in rows],
         tests=[ex.tests for ex in rows],
-        answer_pattern=[ctx.task.answer_pattern] * len(rows),
+        # JSONL records carry their own pattern (per domain, or the record's meta.answer_pattern)
+        answer_pattern=[ex.meta.get("answer_pattern", ctx.task.answer_pattern) for ex in rows],
         truncated=rollout.truncated.tolist(),
         completion_length=rollout.lengths.tolist(),
         max_new_tokens=[ctx.max_new_tokens] * len(rows),
     )
+    if ctx.cfg.task.candidates_path:  # offline candidates: the file's score and label where a completion is one
+        from grpo.tasks.candidates import load_candidates
+
+        columns.update(load_candidates(ctx.cfg.task.candidates_path).columns(prompts, rollout.texts))
     if ctx.reward_model.needs_logp:
         if logp is None:
             with torch.no_grad():
                 logp = sequence_logprobs(ctx.sampler_model, rollout, 1.0)
         m = rollout.completion_mask.to(logp.dtype)
         columns["completion_logp_mean"] = ((logp * m).sum(1) / m.sum(1).clamp(min=1)).tolist()
-    return ctx.reward_model(prompts, rollout.texts, **columns)
+    return columns
 
 
 def chunks(n: int, parts: int) -> list[slice]:

@@ -1,8 +1,14 @@
 """One RCE step: reward-weighted cross-entropy over scored candidates.
 
-Candidates come from the policy (sampled, like GRPO's rollouts) or from the task's finite
-answer space (every answer scored by the same reward). Weights are softmax(reward / tau)
-within each prompt's candidates, so the policy imitates its best-scored candidates.
+Candidates come from the policy (sampled, like GRPO's rollouts), from the task's finite
+answer space (every answer scored by the same reward), or from an offline candidates file
+(seed 004's beams, task.candidates_path). Weights are softmax(reward / tau) within each
+prompt's candidates, so the policy imitates its best-scored candidates.
+
+File groups differ in size: each prompt keeps its top `num_candidates` by the file's score
+(Lever's top-k), and a step's groups are padded to the largest with rows of weight 0.
+`drop_incorrect_below` drops wrong candidates whose quality is below it (seed 004's filter);
+a group's remaining weights are renormalised.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from typing import Sequence
 
 import torch
 
-from grpo.algorithms.rce import rce_loss, rce_weights
+from grpo.algorithms.rce import filter_candidates, rce_loss, rce_weights
 from grpo.config.errors import ConfigError
 from grpo.rollout.engine import Rollout, SamplingParams, completion_masks, repeat_prompts
 from grpo.stages.common import RunContext, chunks, score, sequence_logprobs, take
@@ -47,12 +53,47 @@ def candidates(ctx: RunContext, examples: Sequence[Example]) -> tuple[list[str],
     return prompts, rollout, k
 
 
+def file_candidates(ctx: RunContext, examples: Sequence[Example]) -> tuple[list[str], Rollout, int, torch.Tensor]:
+    """Each prompt's top `num_candidates` from task.candidates_path, padded to one group size K.
+
+    Returns prompts [N = B x K], their rollout, K, and a [N] bool mask that is False on padding rows.
+    """
+    from grpo.tasks.candidates import load_candidates
+
+    found = load_candidates(ctx.cfg.task.candidates_path)
+    groups = [found.top(ex.prompt, ctx.cfg.algorithm.rce.num_candidates) for ex in examples]
+    k = max(len(g) for g in groups)
+    padded = [c for g in groups for c in (*g, *[None] * (k - len(g)))]  # [B x K], None on padding
+    texts = [c.text if c is not None else "" for c in padded]
+    real = torch.tensor([c is not None for c in padded])
+    prompts = repeat_prompts([ex.prompt for ex in examples], k)
+    return prompts, rollout_from_texts(ctx, prompts, texts), k, real
+
+
+def kept_candidates(ctx: RunContext, scores, real: torch.Tensor | None) -> torch.Tensor | None:
+    """[N] bool: candidates RCE imitates (real rows that pass seed 004's filter), or None for all."""
+    rce = ctx.cfg.algorithm.rce
+    keep = real
+    if rce.drop_incorrect_below is not None:
+        c = scores.components
+        quality = c.get("beam_score", c.get("quality", scores.total))
+        passed = filter_candidates(scores.total, c["correctness"], quality=quality, drop_incorrect_below=rce.drop_incorrect_below)
+        keep = passed if keep is None else keep & passed
+    return keep
+
+
 def rce_step(ctx: RunContext, batch: Sequence[Example], optimizer, scheduler) -> dict[str, float]:
     cfg, acc = ctx.cfg, ctx.accelerator
     examples = ctx.local_share(batch)
-    prompts, rollout, k = candidates(ctx, examples)
+    real = None
+    if cfg.algorithm.rce.candidates == "file":
+        prompts, rollout, k, real = file_candidates(ctx, examples)
+    else:
+        prompts, rollout, k = candidates(ctx, examples)
     scores = score(ctx, examples, prompts, rollout, k)
-    weights = rce_weights(scores.total, k, tau=cfg.algorithm.rce.tau)  # [N], each group sums to 1
+    keep = kept_candidates(ctx, scores, real)
+    weights = rce_weights(scores.total, k, tau=cfg.algorithm.rce.tau, keep=keep)  # [N], each group sums to 1 (or 0)
+    shown = real if real is not None else torch.ones(len(prompts), dtype=torch.bool)  # padding rows are not logged
 
     ctx.policy.train()
     parts = chunks(len(prompts), cfg.trainer.gradient_accumulation_steps)
@@ -70,9 +111,12 @@ def rce_step(ctx: RunContext, batch: Sequence[Example], optimizer, scheduler) ->
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
         total_loss += loss.item() / len(parts)
-    return {
+    metrics = {
         "rce/loss": total_loss,
-        "rce/reward": scores.total.mean().item(),
-        **{f"rce/reward/{k}": v.mean().item() for k, v in scores.components.items()},
+        "rce/reward": scores.total[shown].mean().item(),
+        **{f"rce/reward/{k}": v[shown].mean().item() for k, v in scores.components.items()},
         "rce/lr": scheduler.get_last_lr()[0],
     }
+    if keep is not None:
+        metrics["rce/kept_frac"] = (keep & shown).sum().item() / max(int(shown.sum()), 1)
+    return metrics

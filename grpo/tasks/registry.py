@@ -17,13 +17,23 @@ BUILTIN: dict[str, tuple[tuple[str, ...], str, tuple[str, ...] | None]] = {
 }
 
 
-def domains_of(name: str) -> tuple[str, ...]:
+def domains_of(name: str, cfg: TaskConfig | None = None) -> tuple[str, ...] | None:
+    """The task's domains. jsonl: those of its train file (read and checked), or None (any
+    domain) when no config or no train file is given."""
+    if name == "jsonl":
+        from grpo.tasks.jsonl import domains
+
+        return domains(cfg) if cfg is not None else None
     if name not in BUILTIN:
-        raise ConfigError("task.name", name, f"must be one of {', '.join(BUILTIN)}")
+        raise ConfigError("task.name", name, f"must be one of {', '.join([*BUILTIN, 'jsonl'])}")
     return BUILTIN[name][0]
 
 
 def build_task(cfg: TaskConfig) -> Task:
+    if cfg.name == "jsonl":  # records from files (grpo/tasks/jsonl.py)
+        from grpo.tasks.jsonl import build_jsonl_task
+
+        return build_jsonl_task(cfg)
     domains, pattern, answer_space = BUILTIN[cfg.name] if cfg.name in BUILTIN else (domains_of(cfg.name), "", None)
     rng = random.Random(cfg.seed)
     train, val = [], []

@@ -1,0 +1,255 @@
+"""`python -m grpo.eval`: evaluate a checkpoint (or the base model) on a split, per domain.
+
+    python -m grpo.eval --checkpoint outputs/runs/DATE/TIME/checkpoints/step_5
+    python -m grpo.eval --checkpoint outputs/runs/DATE/TIME --split test        # its latest checkpoint
+    python -m grpo.eval --checkpoint CKPT eval.generation.greedy=false eval.generation.temperature=0.6 \
+        eval.generation.top_p=0.95                                               # seed 002's val_override
+    python -m grpo.eval --checkpoint CKPT eval.generation.greedy=false eval.generation.n=8   # pass@k, maj@8 ...
+    python -m grpo.eval +experiment=aflow_mixed                                   # the base model, no checkpoint
+    python -m grpo.eval --checkpoint CKPT --run-id RUN_ID                         # add to an MLflow run
+
+With --checkpoint, the configuration is the run's own (`<run dir>/.hydra/config.yaml`, written
+by Hydra beside `checkpoints/`), and the remaining arguments are `key=value` overrides of it.
+Without, they are the usual Hydra overrides, composed like `grpo.run`. The model is the run's
+base model with the checkpoint's adapter (or the full weights it saved).
+
+Prints one table per split (accuracy and mean reward per domain; with eval.generation.n > 1
+also pass@k, mean@n, best@n and maj@n, see grpo/metrics.py) and logs the metrics to MLflow as
+eval/<split>/<metric>[/<domain>]: in a new run tagged `eval`, or in --run-id's run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import sys
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import torch
+
+from grpo.config.compose import Composition, compose, finish, register
+from grpo.config.errors import ConfigError, explain
+from grpo.metrics import flatten, format_table, summarize
+from grpo.rewards.code_exec import extract_program
+from grpo.rewards.components import predicted_answer, solved
+from grpo.tasks.base import Example
+from grpo.tasks.registry import build_task
+
+log = logging.getLogger("grpo.eval")
+
+
+@dataclass
+class Samples:
+    """One row per generated sample; prompts' samples are contiguous (n per prompt)."""
+
+    domains: list[str]
+    correct: list[float]
+    reward: list[float]
+    answers: list[Optional[str]]  # what the sample answered (majority vote); None: no answer
+    completions: list[str]
+
+
+# ---------------------------------------------------------------------------- what to evaluate
+def find_checkpoint(path: str) -> str:
+    """A checkpoint directory: `path` itself, or the latest checkpoints/step_N of a run directory."""
+    if any(os.path.isfile(os.path.join(path, f)) for f in ("adapter_config.json", "config.json")):
+        return os.path.abspath(path)
+    root = os.path.join(path, "checkpoints")
+    steps = sorted((int(m.group(1)), d) for d in (os.listdir(root) if os.path.isdir(root) else [])
+                   if (m := re.fullmatch(r"step_(\d+)", d)))
+    if not steps:
+        raise ConfigError("--checkpoint", path, "neither a checkpoint (adapter_config.json or config.json) nor a run "
+                          "directory with checkpoints/step_N")
+    return os.path.abspath(os.path.join(root, steps[-1][1]))
+
+
+def run_composition(checkpoint: str, overrides: Sequence[str]) -> Composition:
+    """The run's own config (its .hydra/config.yaml), with `key=value` overrides on top."""
+    from omegaconf import OmegaConf
+
+    from grpo.config.schema import RunConfig
+
+    run_dir = os.path.dirname(os.path.dirname(checkpoint))
+    saved = os.path.join(run_dir, ".hydra", "config.yaml")
+    if not os.path.isfile(saved):
+        log.warning("no %s (trainer.output_dir moved the checkpoints?): composing from the overrides given", saved)
+        return compose(overrides)
+    register()
+    bad = [o for o in overrides if "=" not in o or o.startswith("~")]
+    if bad:
+        raise ConfigError("overrides", " ".join(bad), "with --checkpoint, give key=value overrides of the run's config")
+    cfg = OmegaConf.merge(OmegaConf.structured(RunConfig), OmegaConf.load(saved),
+                          OmegaConf.from_dotlist([o.lstrip("+") for o in overrides]))
+    hydra_yaml = os.path.join(run_dir, ".hydra", "hydra.yaml")
+    choices = OmegaConf.to_container(OmegaConf.load(hydra_yaml).hydra.runtime.choices) if os.path.isfile(hydra_yaml) else {}
+    return finish(cfg, choices)
+
+
+def split_examples(comp: Composition, task, split: str) -> list[Example]:
+    if split == "val":
+        return list(task.val)
+    if comp.cfg.task.name != "jsonl":
+        raise ConfigError("--split", split, f"task '{comp.cfg.task.name}' has a val split only (test splits come from task.test_path)")
+    from grpo.tasks.jsonl import load_split
+
+    return load_split(comp.cfg.task, "test")
+
+
+def build_context(comp: Composition, checkpoint: Optional[str], task, examples: Sequence[Example]):
+    """A RunContext for evaluation: the run's model with the checkpoint, the task, the rewards."""
+    from accelerate import Accelerator
+
+    from grpo.models.load import context_length, load_model
+    from grpo.rewards.model import RewardModel
+    from grpo.rollout.engine import HFGenerateEngine
+    from grpo.stages.common import RunContext
+
+    cfg = comp.cfg
+    if cfg.trainer.threads:
+        torch.set_num_threads(cfg.trainer.threads)
+    cpu = cfg.trainer.device == "cpu" or (cfg.trainer.device == "auto" and not torch.cuda.is_available())
+    acc = Accelerator(cpu=cpu)
+    model, tokenizer = load_model(cfg.model)
+    if checkpoint and os.path.isfile(os.path.join(checkpoint, "adapter_config.json")):
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, checkpoint)
+    elif checkpoint:  # full fine-tuning saved the whole model
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.bfloat16 if cfg.model.bf16 else torch.float32)
+    model = model.to(acc.device).eval()
+    ctx_len = context_length(model)
+    longest = max(len(tokenizer(ex.prompt, add_special_tokens=False)["input_ids"]) for ex in (*task.train, *task.val, *examples))
+    max_new = max(1, min(cfg.generation.max_new_tokens, ctx_len - longest))
+    ctx = RunContext(cfg=cfg, derived=comp.derived, accelerator=acc, policy=model, tokenizer=tokenizer,
+                     engine=HFGenerateEngine(tokenizer), reward_model=RewardModel(cfg.reward), task=task,
+                     reference=None, max_new_tokens=max_new)  # type: ignore[arg-type]  # no KL at evaluation
+    return ctx
+
+
+# ---------------------------------------------------------------------------- the loop
+@torch.no_grad()
+def collect(ctx, examples: Sequence[Example], progress=None) -> Samples:
+    """Generate eval.generation.n samples per prompt and score each: correct (`solved`), reward, answer."""
+    from grpo.evaluate import eval_params
+    from grpo.rollout.engine import repeat_prompts
+    from grpo.stages.common import reward_columns
+
+    n, params, bs = ctx.cfg.eval.generation.n, eval_params(ctx), ctx.cfg.eval.batch_size
+    out = Samples([], [], [], [], [])
+    for start in range(0, len(examples), bs):
+        part = examples[start:start + bs]
+        prompts = repeat_prompts([ex.prompt for ex in part], n)
+        rollout = ctx.engine.generate(ctx.sampler_model, prompts, params)
+        columns = reward_columns(ctx, part, prompts, rollout, n)
+        scores = ctx.reward_model(prompts, rollout.texts, **columns)
+        out.correct += solved(prompts, rollout.texts, **columns, **ctx.reward_model.options)
+        out.reward += scores.total.tolist()
+        out.domains += columns["domain"]
+        out.completions += rollout.texts
+        for text, gold, pattern, tests in zip(rollout.texts, columns["answer"], columns["answer_pattern"], columns["tests"]):
+            answer = extract_program(text) if tests else predicted_answer(text, gold, pattern)
+            out.answers.append(answer.strip() if answer is not None and answer.strip() else None)
+        if progress is not None:
+            progress.update(len(part))
+    return out
+
+
+# ---------------------------------------------------------------------------- tracking
+def log_to_mlflow(comp: Composition, metrics: dict[str, float], table: str, *, split: str, checkpoint: Optional[str],
+                  state: dict, run_id: Optional[str]) -> Optional[str]:
+    cfg = comp.cfg
+    if cfg.logger.backend == "none":
+        return None
+    step = int(state.get("step", 0))
+    if run_id:  # add to an existing run (e.g. the training run: its id is in trainer_state.json)
+        from mlflow.entities import Metric
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=cfg.logger.tracking_uri)
+        client.log_batch(run_id, metrics=[Metric(k, float(v), 0, step) for k, v in metrics.items()])
+        client.log_text(run_id, table + "\n", f"eval/{split}_step_{step}.txt")
+        return run_id
+    from grpo.tracking.mlflow_run import MlflowTracker
+
+    name = f"eval-{split}-{state.get('run_name') or comp.derived.run_name}" + (f"-step{step}" if checkpoint else "-base")
+    tags = {"eval": "true", "split": split, "checkpoint": checkpoint or "base model",
+            "experiment": str(comp.choices.get("experiment") or ""), "preset": str(comp.choices.get("preset") or "")}
+    if state.get("mlflow_run_id"):
+        tags["source_run_id"] = str(state["mlflow_run_id"])
+    tracker = MlflowTracker(cfg.logger, name, {k: v for k, v in tags.items() if v})
+    gen = cfg.eval.generation
+    tracker.log_params({"checkpoint": checkpoint or "base", "split": split, "model.name": cfg.model.name,
+                        "eval.generation.greedy": gen.greedy, "eval.generation.temperature": gen.temperature,
+                        "eval.generation.top_p": gen.top_p, "eval.generation.n": gen.n})
+    tracker.log_metrics(metrics, step)
+    tracker.log_text(table + "\n", f"eval/{split}.txt")
+    tracker.finish("FINISHED")
+    return tracker.run_id
+
+
+# ---------------------------------------------------------------------------- entry point
+def evaluate_checkpoint(checkpoint: Optional[str], overrides: Sequence[str], split: str = "val", limit: Optional[int] = None,
+                        run_id: Optional[str] = None, progress: bool = True) -> tuple[dict, str]:
+    """Evaluate; returns ({domain: metrics}, the printed table)."""
+    from tqdm.auto import tqdm
+
+    checkpoint = find_checkpoint(checkpoint) if checkpoint else None
+    comp = run_composition(checkpoint, overrides) if checkpoint else compose(overrides)
+    task = build_task(comp.cfg.task)
+    examples = split_examples(comp, task, split)[:limit]
+    ctx = build_context(comp, checkpoint, task, examples)
+    with tqdm(total=len(examples), desc=f"eval {split}", disable=not progress, file=sys.stderr) as bar:
+        samples = collect(ctx, examples, progress=bar)
+    n = comp.cfg.eval.generation.n
+    summary = summarize(samples.domains, samples.correct, samples.reward, samples.answers, n)
+    gen = comp.cfg.eval.generation
+    how = "greedy" if gen.greedy else f"sampled: temperature {gen.temperature:g}, top_p {gen.top_p:g}, n {n}"
+    title = f"{split}: {checkpoint or 'base model (' + comp.cfg.model.name + ')'}  [{how}]"
+    table = format_table(summary, title)
+    state = {}
+    if checkpoint and os.path.isfile(os.path.join(checkpoint, "trainer_state.json")):
+        with open(os.path.join(checkpoint, "trainer_state.json")) as f:
+            state = json.load(f)
+    logged = log_to_mlflow(comp, flatten(summary, f"eval/{split}"), table, split=split, checkpoint=checkpoint,
+                           state=state, run_id=run_id)
+    if logged:
+        table += f"\nmlflow: run {logged} in {comp.cfg.logger.tracking_uri}"
+    return summary, table
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m grpo.eval", description=__doc__.split("\n\n")[0],
+                                     epilog="Other arguments are config overrides (key=value).")
+    parser.add_argument("--checkpoint", help="a checkpoint dir (checkpoints/step_N) or a run dir (its latest); "
+                                             "omit to evaluate the base model")
+    parser.add_argument("--split", choices=("val", "test"), default="val")
+    parser.add_argument("--limit", type=int, default=None, help="evaluate the first N prompts of the split")
+    parser.add_argument("--run-id", help="log into this MLflow run instead of a new one tagged eval")
+    args, overrides = parser.parse_known_args(argv)
+    flags = [o for o in overrides if o.startswith("-")]
+    if flags:
+        parser.error(f"unknown option(s): {' '.join(flags)}")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        _, table = evaluate_checkpoint(args.checkpoint, overrides, split=args.split, limit=args.limit, run_id=args.run_id)
+    except ConfigError as exc:
+        print(f"error: {explain(exc)}", file=sys.stderr)
+        sys.exit(2)
+    except Exception as exc:  # composition failures arrive as Hydra/OmegaConf errors: one line too
+        from omegaconf.errors import OmegaConfBaseException
+
+        if isinstance(exc, OmegaConfBaseException) or type(exc).__module__.startswith("hydra"):
+            print(f"error: {explain(exc)}", file=sys.stderr)
+            sys.exit(2)
+        raise
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

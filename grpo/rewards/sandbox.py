@@ -1,0 +1,373 @@
+"""Run one untrusted program against its tests in an isolated child process.
+
+What the child gets, and why (each line is one guard):
+
+1. A fresh Python interpreter (`-I -B`: no user site, no PYTHON* variables, no bytecode
+   writes), started in its own session so the whole process group can be killed.
+2. A clean environment: PATH, HOME/TMPDIR (its temp dir) and LANG only; nothing inherited, so
+   no tokens or keys of the training process reach it.
+3. A fresh temporary working directory, removed afterwards.
+4. When we run as root: another uid and gid, unique per execution, with no supplementary groups
+   (so the run's files are out of reach at the OS level, and a final `kill -9 -1` as that uid
+   ends every process it started, even ones that left the process group).
+5. Resource limits, set by the child on itself before any untrusted line runs: address space
+   (RLIMIT_AS = memory_mb), CPU seconds (RLIMIT_CPU), processes (RLIMIT_NPROC: fork bombs),
+   file size (RLIMIT_FSIZE: stdout/stderr go to a file capped at `max_output_bytes`, so a
+   100 MB print fails instead of filling memory), open files, no core dumps.
+6. An audit hook (PEP 578) installed before the program runs that refuses: writing, creating,
+   removing, renaming, chmod/chown of any path outside the temp dir; symlinks and hard links;
+   starting processes (fork, exec, spawn, system, subprocess); signalling other processes;
+   sockets; ctypes; and further audit hooks.
+7. A wall-clock timeout in the parent; on expiry the process group is killed (and, as root,
+   every process of the sandbox uid).
+
+The verdict: the child reports each test as it finishes on a private pipe, prefixed with a
+random nonce; a child that exits early (sys.exit, os._exit, a crash, a limit) reports nothing
+more, and anything but a clean finish within the limits scores 0. This defends against
+accidents and exit-code tricks; a program written to attack this harness from inside the same
+interpreter (walking frames to find the nonce) is out of scope, as for any in-process judge.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import secrets
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+log = logging.getLogger(__name__)
+
+MAX_VERDICT_BYTES = 1 << 16  # the verdict pipe is read up to this much
+OUTPUT_KEPT_BYTES = 2048  # how much of the program's output is kept in the result, for debugging
+NPROC_AS_OTHER_UID = 16  # processes the sandbox uid may own (only this execution uses that uid)
+NPROC_MARGIN_SAME_UID = 16  # without root: processes beyond what our uid already runs
+
+
+@dataclass(frozen=True)
+class Limits:
+    timeout: float = 10.0  # wall-clock seconds for the whole execution (all tests)
+    memory_mb: int = 512  # address-space limit
+    max_output_bytes: int = 1 << 20  # stdout + stderr; more than this scores 0
+    allow_processes: bool = False  # only for tests of the RLIMIT_NPROC guard
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    passed: int  # tests that ran to the end without raising
+    total: int
+    status: str  # ok | syntax_error | timeout | crashed | output_limit | error
+    compiled: bool  # the program parsed
+    ran: bool  # the program itself executed without raising (at least once)
+    seconds: float
+    output: str = ""  # the first OUTPUT_KEPT_BYTES of stdout + stderr
+
+    @property
+    def pass_fraction(self) -> float:
+        """The score: share of tests passed, 0 unless the execution finished within its limits."""
+        return self.passed / self.total if self.status == "ok" and self.total else 0.0
+
+
+# Runs inside the child, as its first code: read the job, limit itself, install the audit hook,
+# then run the program once per test in a fresh namespace. Must run on Python >= 3.8.
+RUNNER = r'''
+import ast, builtins, json, os, resource, sys
+
+def _main():
+    with open("job.json") as f:
+        job = json.load(f)
+    os.remove("job.json")
+    fd, nonce = job["fd"], job["nonce"]
+    for name, value in job["limits"].items():
+        which = getattr(resource, name)
+        hard = resource.getrlimit(which)[1]
+        value = value if hard == resource.RLIM_INFINITY else min(value, hard)  # never above what we were given
+        resource.setrlimit(which, (value, value))
+    root = os.path.realpath(os.getcwd())
+    write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+    path_events = {"os.remove", "os.rmdir", "os.chmod", "os.chown", "os.mkdir", "os.truncate", "os.utime",
+                   "os.chflags", "os.lchflags", "os.setxattr", "os.removexattr", "shutil.rmtree"}
+    refused = {"os.fork", "os.forkpty", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "subprocess.Popen",
+               "pty.spawn", "os.startfile", "os.kill", "os.killpg", "signal.pthread_kill", "os.link", "os.symlink",
+               "socket.__new__", "ctypes.dlopen", "ctypes.dlsym", "sys.addaudithook", "resource.setrlimit",
+               "resource.prlimit"}
+    if job["allow_processes"]:
+        refused -= {"os.fork", "os.forkpty", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "subprocess.Popen"}
+
+    def inside(path):
+        if isinstance(path, int):
+            return True  # an already-open descriptor: its opening was checked
+        full = os.path.realpath(os.fsdecode(path))
+        return full == root or full.startswith(root + os.sep)
+
+    def hook(event, args):
+        if event == "open":
+            path, mode, flags = (tuple(args) + (None, None, None))[:3]
+            writing = (isinstance(flags, int) and flags & write_flags) or (isinstance(mode, str) and any(c in mode for c in "wax+"))
+            if path is not None and writing and not inside(path):
+                raise PermissionError("sandbox: writing outside the working directory is not allowed")
+        elif event in path_events:
+            if args and args[0] is not None and not inside(args[0]):
+                raise PermissionError("sandbox: %s outside the working directory is not allowed" % event)
+        elif event == "os.rename":
+            if not (inside(args[0]) and inside(args[1])):
+                raise PermissionError("sandbox: renaming outside the working directory is not allowed")
+        elif event in refused:
+            raise PermissionError("sandbox: %s is not allowed" % event)
+
+    program, tests = job["program"], job["tests"]
+    del job
+    sys.addaudithook(hook)
+
+    def report(line):
+        os.write(fd, ("%s %s\n" % (nonce, line)).encode())
+
+    try:
+        code = compile(program, "<solution>", "exec")
+    except BaseException:
+        report("compiled 0")
+        report("done")
+        return
+    report("compiled 1")
+    try:  # a bare expression is bound to `answer` (output-prediction items test `answer`)
+        expr = compile(ast.parse(program, mode="eval"), "<solution>", "eval")
+    except BaseException:
+        expr = None
+    for i, test in enumerate(tests):
+        namespace = {"__name__": "__main__", "__builtins__": builtins}
+        ran = ok = 0
+        try:
+            exec(code, namespace)
+            if expr is not None and "answer" not in namespace:
+                namespace["answer"] = eval(expr, namespace)
+            ran = 1
+            exec(compile(test, "<test %d>" % i, "exec"), namespace)
+            ok = 1
+        except BaseException:
+            pass
+        report("test %d %d %d" % (i, ran, ok))
+    report("done")
+
+_main()
+sys.stdout.flush()
+os._exit(0)
+'''
+
+
+# ---------------------------------------------------------------------------- the interpreter
+_probe_lock = threading.Lock()
+_warned: set[str] = set()
+_isolation: Optional[tuple[str, bool]] = None  # (interpreter, drop privileges)
+
+
+def _world_executable(path: str) -> bool:
+    """Whether a process with no relation to root can execute (a directory: enter) `path`."""
+    path = os.path.realpath(path)
+    try:
+        if not os.stat(path).st_mode & stat.S_IXOTH:
+            return False
+        parent = os.path.dirname(path)
+        while True:
+            if not os.stat(parent).st_mode & stat.S_IXOTH:
+                return False
+            if parent == os.path.dirname(parent):
+                return True
+            parent = os.path.dirname(parent)
+    except OSError:
+        return False
+
+
+def _probe(interpreter: str, uid: Optional[int]) -> bool:
+    """The interpreter starts (as `uid`) and has audit hooks (Python >= 3.8)."""
+    ids = {} if uid is None else {"user": uid, "group": uid, "extra_groups": []}
+    try:
+        out = subprocess.run([interpreter, "-I", "-c", "import sys; sys.exit(0 if sys.version_info >= (3, 8) else 1)"],
+                             env={"PATH": "/usr/bin:/bin"}, cwd="/", timeout=30, capture_output=True, **ids)
+        return out.returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def isolation() -> tuple[str, bool]:
+    """The interpreter the sandbox runs, and whether the child drops to another uid.
+
+    As root, the child runs as an unprivileged uid; it needs an interpreter that uid can reach
+    (a pyenv build under /root is not), so the system python3 is tried next. Found once per process.
+    """
+    global _isolation
+    with _probe_lock:
+        if _isolation is None:
+            own = os.path.realpath(sys.executable)
+            if os.geteuid() != 0:
+                _isolation = (own, False)
+            else:
+                tried = [own, "/usr/bin/python3", "/usr/local/bin/python3", shutil.which("python3") or ""]
+                found = next((p for p in dict.fromkeys(tried) if p and _world_executable(p) and _probe(p, _sandbox_uid())), None)
+                if found is None:
+                    log.warning("code sandbox: no Python interpreter is executable by an unprivileged uid; programs run as "
+                                "root, guarded by the audit hook and resource limits only")
+                    _isolation = (own, False)
+                else:
+                    _isolation = (os.path.realpath(found), True)
+    return _isolation
+
+
+def _sandbox_uid() -> int:
+    """A uid no account uses, fresh per execution: its processes are exactly this sandbox's."""
+    return 1_000_000 + secrets.randbelow(1 << 30)
+
+
+def _own_task_count() -> int:
+    """Threads our uid runs now (RLIMIT_NPROC counts them all), for the limit without root."""
+    uid, total = os.getuid(), 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/status") as f:
+                fields = dict(line.split(":", 1) for line in f if ":" in line)
+            if int(fields["Uid"].split()[0]) == uid:
+                total += int(fields["Threads"])
+        except (OSError, KeyError, ValueError):
+            continue
+    return total
+
+
+def _kill_all(proc: subprocess.Popen, uid: Optional[int]) -> None:
+    """End the child's process group and, when it ran as its own uid, every process of that uid."""
+    try:
+        os.killpg(proc.pid, 9)
+    except (ProcessLookupError, PermissionError):
+        pass
+    if uid is not None:  # `kill -9 -1` as the sandbox uid: signals all of its processes (not itself)
+        try:
+            subprocess.run(["/bin/sh", "-c", "kill -9 -1 2>/dev/null"], user=uid, group=uid, extra_groups=[],
+                           env={"PATH": "/usr/bin:/bin"}, cwd="/", timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            pass
+
+
+# ---------------------------------------------------------------------------- one execution
+def run_program(program: str, tests: Sequence[str], limits: Limits = Limits()) -> ExecResult:
+    """Execute `program` once per test (fresh namespace each time) in an isolated child."""
+    t0 = time.perf_counter()
+    tests = [str(t) for t in tests]
+    try:
+        compile(program, "<solution>", "exec")  # cheap refusal of what cannot run (the parser runs no code)
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
+        return ExecResult(0, len(tests), "syntax_error", False, False, time.perf_counter() - t0)
+    if not tests:
+        return ExecResult(0, 0, "ok", True, False, time.perf_counter() - t0)
+
+    interpreter, drop = isolation()
+    uid = _sandbox_uid() if drop else None
+    base = tempfile.gettempdir()
+    if drop and not _world_executable(base):  # the sandbox uid could not enter it (a TMPDIR under /root, say)
+        base = "/tmp"
+    workdir = tempfile.mkdtemp(prefix="grpo-exec-", dir=base)
+    read_fd, write_fd = os.pipe()
+    proc = None
+    try:
+        nonce = secrets.token_hex(16)
+        nproc = NPROC_AS_OTHER_UID if drop else _own_task_count() + NPROC_MARGIN_SAME_UID
+        rlimits = {
+            "RLIMIT_AS": limits.memory_mb << 20,
+            "RLIMIT_CPU": int(math.ceil(limits.timeout)) + 1,
+            "RLIMIT_NPROC": nproc,
+            "RLIMIT_FSIZE": limits.max_output_bytes,
+            "RLIMIT_NOFILE": 64,
+            "RLIMIT_CORE": 0,
+        }
+        job = {"fd": write_fd, "nonce": nonce, "limits": rlimits, "program": program, "tests": tests,
+               "allow_processes": limits.allow_processes}
+        job_path = os.path.join(workdir, "job.json")
+        with open(job_path, "w") as f:
+            json.dump(job, f)
+        out_path = os.path.join(workdir, "output.txt")
+        ids = {}
+        if uid is not None:
+            for path in (workdir, job_path):
+                os.chown(path, uid, uid)
+            os.chmod(workdir, 0o700)
+            ids = {"user": uid, "group": uid, "extra_groups": []}
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8"}
+        with open(out_path, "wb") as out:
+            proc = subprocess.Popen([interpreter, "-I", "-B", "-c", RUNNER], cwd=workdir, env=env, stdin=subprocess.DEVNULL,
+                                    stdout=out, stderr=subprocess.STDOUT, pass_fds=(write_fd,), start_new_session=True, **ids)
+        os.close(write_fd)
+        write_fd = -1
+        try:
+            proc.wait(timeout=limits.timeout)
+            timed_out = False
+        except subprocess.TimeoutExpired:
+            timed_out = True
+        _kill_all(proc, uid)
+        proc.wait()
+        verdicts = _read_verdicts(read_fd, nonce)
+        size = os.path.getsize(out_path)
+        with open(out_path, "rb") as f:
+            output = f.read(OUTPUT_KEPT_BYTES).decode("utf-8", "replace")
+    except OSError as exc:
+        if type(exc).__name__ not in _warned:
+            _warned.add(type(exc).__name__)
+            log.warning("code sandbox failed to run a program (scored 0; further failures of this kind are not printed): %s", exc)
+        if proc is not None:
+            _kill_all(proc, uid)
+        return ExecResult(0, len(tests), "error", True, False, time.perf_counter() - t0, str(exc))
+    finally:
+        for fd in (read_fd, write_fd):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    tested, compiled, done = verdicts
+    passed = sum(1 for i in range(len(tests)) if tested.get(i, (False, False))[1])
+    ran = any(r for r, _ in tested.values())
+    if timed_out:
+        status = "timeout"
+    elif size >= limits.max_output_bytes:
+        status = "output_limit"
+    elif proc.returncode != 0 or not done:
+        status = "crashed"
+    else:
+        status = "ok" if compiled else "syntax_error"
+    return ExecResult(passed, len(tests), status, compiled, ran, time.perf_counter() - t0, output)
+
+
+def _read_verdicts(fd: int, nonce: str) -> tuple[dict[int, tuple[bool, bool]], bool, bool]:
+    """What the child reported on its pipe: ({test index: (ran, ok)}, compiled, done)."""
+    os.set_blocking(fd, False)  # a grandchild may still hold the write end: never wait for EOF
+    data = b""
+    while len(data) < MAX_VERDICT_BYTES:
+        try:
+            chunk = os.read(fd, 4096)
+        except BlockingIOError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    tested: dict[int, tuple[bool, bool]] = {}
+    compiled = done = False
+    for line in data.decode("utf-8", "replace").splitlines():
+        parts = line.split()
+        if len(parts) < 2 or parts[0] != nonce:
+            continue
+        if parts[1] == "done":
+            done = True
+        elif parts[1] == "compiled" and len(parts) == 3:
+            compiled = parts[2] == "1"
+        elif parts[1] == "test" and len(parts) == 5 and parts[2].isdigit():
+            tested.setdefault(int(parts[2]), (parts[3] == "1", parts[4] == "1"))  # the first report wins
+    return tested, compiled, done
