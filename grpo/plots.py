@@ -1,0 +1,141 @@
+"""PNG plots for `grpo.compare`: metric curves across runs, and a sweep's params against its objective.
+
+matplotlib is imported inside the functions (Agg backend, no display): `grpo.compare`
+without `--plot` should not pay for it. Runs are told apart by colour, marker and line style
+together, so curves that lie on top of each other (a flat accuracy of 0) stay readable, and
+the legend sits under the axes where it cannot cover a line.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+LINESTYLES = ("-", "--", "-.", ":")
+
+
+@dataclass
+class Series:
+    label: str
+    steps: list[int]
+    values: list[float]
+
+
+@dataclass
+class Point:
+    x: float
+    y: float
+    label: str  # annotation (a trial number or a short run id)
+
+
+def slug(text: str) -> str:
+    """A file-name part: `val/accuracy` -> `val_accuracy`."""
+    return re.sub(r"[^A-Za-z0-9.+-]+", "_", text).strip("_") or "plot"
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def colours(n: int) -> list:
+    """Distinct colours: tab10 up to 10 runs, tab20 up to 20, then evenly spaced viridis."""
+    import matplotlib
+
+    if n <= 10:
+        return [matplotlib.colormaps["tab10"](i) for i in range(n)]
+    if n <= 20:
+        return [matplotlib.colormaps["tab20"](i) for i in range(n)]
+    cmap = matplotlib.colormaps["viridis"]
+    return [cmap(i / max(1, n - 1)) for i in range(n)]
+
+
+def is_fraction(metric: str) -> bool:
+    """Accuracies live in [0, 1]: a fixed axis keeps a flat 0 from looking like a big swing."""
+    return "accuracy" in metric
+
+
+def _legend(fig, handles, labels) -> None:
+    """Under the axes, as many columns as the label lengths allow at this figure width."""
+    longest = max((len(lb) for lb in labels), default=0)
+    fit = 4 if longest <= 25 else 2 if longest <= 45 else 1
+    fig.legend(handles, labels, loc="outside lower center", ncols=max(1, min(fit, len(labels))), frameon=False,
+               fontsize="small")
+
+
+def curves(series: Sequence[Series], metric: str, path: Path, subtitle: str = "",
+           stage_boundary: Optional[int] = None) -> Path:
+    """One line per run of `metric` by step; saved as a PNG at `path`."""
+    plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = plt.subplots(figsize=(9, 4.8 + 0.22 * len(series)), layout="constrained")
+    for i, (s, colour) in enumerate(zip(series, colours(len(series)))):
+        # Shrinking markers and varied dashes: runs with identical values still show through.
+        ax.plot(s.steps, s.values, color=colour, marker=MARKERS[i % len(MARKERS)],
+                linestyle=LINESTYLES[i % len(LINESTYLES)], markersize=max(4.0, 9.0 - 1.2 * i) if len(series) <= 5 else 5.0,
+                linewidth=1.6, alpha=0.9, label=s.label)
+    if stage_boundary:
+        ax.axvline(stage_boundary, color="0.5", linestyle=":", linewidth=1)
+        ax.annotate("RCE | GRPO", (stage_boundary, 1), xycoords=("data", "axes fraction"), xytext=(3, -12),
+                    textcoords="offset points", fontsize="small", color="0.4")
+    if is_fraction(metric):
+        ax.set_ylim(-0.03, 1.03)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("step")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} by step, {len(series)} run{'s' if len(series) != 1 else ''}" + (f"\n{subtitle}" if subtitle else ""))
+    ax.grid(True, alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    _legend(fig, handles, labels)
+    return _save(fig, path)
+
+
+def spans_decades(values: Sequence[float], decades: float = 2.0) -> bool:
+    """True when positive values span >= `decades` orders of magnitude: use a log axis."""
+    positive = [v for v in values if v > 0]
+    if len(positive) != len(values) or not positive:
+        return False
+    return math.log10(max(positive) / min(positive)) >= decades
+
+
+def scatter(points: Sequence[Point], param: str, objective: str, path: Path, title: str, maximize: bool = True) -> Path:
+    """`objective` against one varied `param`, best point starred; log x when it spans 2 decades."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.8), layout="constrained")
+    xs, ys = [p.x for p in points], [p.y for p in points]
+    ax.scatter(xs, ys, s=40, color=colours(1)[0], alpha=0.85, label="run")
+    best_y = (max if maximize else min)(ys)
+    best = [p for p in points if p.y == best_y]
+    label = f"best ({best[0].label})" if len(best) == 1 else f"best ({len(best)} tied)"
+    ax.scatter([p.x for p in best], [p.y for p in best], s=160, marker="*", color="tab:red", zorder=3, label=label)
+    for p in points:
+        ax.annotate(p.label, (p.x, p.y), xytext=(4, 4), textcoords="offset points", fontsize="x-small", color="0.35")
+    ax.margins(x=0.08)
+    if spans_decades(xs):
+        ax.set_xscale("log")
+    if is_fraction(objective):
+        ax.set_ylim(-0.03, 1.03)
+    ax.set_xlabel(param + (" (log scale)" if spans_decades(xs) else ""))
+    ax.set_ylabel(objective)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="best", fontsize="small")
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
