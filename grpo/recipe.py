@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from grpo.checkpoint import save_checkpoint
 from grpo.config.compose import Composition
+from grpo.config.errors import ConfigError
 from grpo.evaluate import evaluate
 from grpo.models.load import context_length, load_model
 from grpo.models.lora import apply_lora, reference_context
@@ -59,6 +60,9 @@ class Recipe:
                                              gradient_accumulation_steps=cfg.trainer.gradient_accumulation_steps)
         # Samples differ across processes but the run is reproducible: seed + rank.
         set_seed(cfg.seed + acc.process_index)
+        if cfg.rollout.batch_size % acc.num_processes:
+            raise ConfigError("rollout.batch_size", cfg.rollout.batch_size,
+                              f"prompts per step are split across processes: must be divisible by {acc.num_processes}")
 
         model, tokenizer = load_model(cfg.model)
         model = apply_lora(model, cfg.lora)
@@ -99,6 +103,7 @@ class Recipe:
             self._run_rce()
         self._run_grpo()
         self.final_metrics["time/total"] = time.perf_counter() - t0
+        self.tracker.log_metrics({"time/total": self.final_metrics["time/total"]}, self.step)
         return self.final_metrics
 
     def _optimizer(self, lr: float, steps: int, warmup: int):

@@ -24,10 +24,18 @@ def header(comp: Composition, *, run_dir: str, max_new_tokens: int, context: int
         f"  GRPO       {d.grpo_steps} steps x {cfg.rollout.batch_size} prompts x {cfg.rollout.group_size} samples "
         f"= {d.total_samples:,} completions (lr {cfg.schedule.grpo_lr:g}, warm-up {d.warmup_steps} steps, {cfg.schedule.lr_scheduler})",
         f"  sampling   up to {max_new_tokens} new tokens{bound}",
+        f"  processes  {comp_processes()}",
         f"  outputs    {run_dir}",
         f"  tracking   {cfg.logger.backend}" + (f" {cfg.logger.tracking_uri} (run {tracker.run_id})" if tracker.run_id else ""),
     ]
     return "\n".join(lines)
+
+
+def comp_processes() -> str:
+    from accelerate.state import PartialState
+
+    state = PartialState()
+    return f"{state.num_processes} ({state.distributed_type.value.lower()}, {state.device})"
 
 
 def summary(comp: Composition, metrics: dict[str, float], output_dir: str, checkpoints: list[str], tracker, logger_cfg) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -104,7 +105,27 @@ def train(cfg: DictConfig) -> float:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def _hydra_main(cfg: DictConfig) -> float:
-    return train(cfg)
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    try:
+        return train(cfg)
+    except ConfigError as exc:  # found only at run time (weights, data files, process count)
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # a sweep records the failed job and goes on
+        if int(os.environ.get("RANK", "0")) == 0:  # one line, not one per process
+            print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _secondary_rank_overrides() -> list[str]:
+    """Under `accelerate launch`, only rank 0 owns the run directory; the others get a scratch one."""
+    import tempfile
+
+    if int(os.environ.get("RANK", "0")) == 0:
+        return []
+    scratch = tempfile.mkdtemp(prefix=f"grpo-rank{os.environ['RANK']}-")
+    return [f"hydra.run.dir={scratch}", "hydra.output_subdir=null", "hydra/job_logging=disabled"]
 
 
 def main() -> None:
@@ -113,6 +134,7 @@ def main() -> None:
     if error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    sys.argv += _secondary_rank_overrides()
     _hydra_main()
 
 

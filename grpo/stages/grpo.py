@@ -82,13 +82,20 @@ def grpo_step(ctx: RunContext, batch: Sequence[Example], step: int, optimizer, s
     t_train = time.perf_counter() - t_train
     elapsed = time.perf_counter() - t0
 
-    lengths = rollout.lengths.float()
-    groups = group_stats(scores.total, G)
+    # Metrics describe the global batch: gather every process's share (groups stay whole).
+    def gathered(t: torch.Tensor) -> torch.Tensor:
+        return acc.gather(t.to(acc.device)).cpu()
+
+    rewards = gathered(scores.total)
+    lengths = gathered(rollout.lengths.float())
+    truncated = gathered(rollout.truncated.float())
+    groups = group_stats(rewards, G)
     metrics = {
-        "train/reward": scores.total.mean().item(),
-        "train/reward_std": scores.total.std().item() if len(prompts) > 1 else 0.0,
-        **{f"train/reward/{k}": v.mean().item() for k, v in scores.components.items()},
-        "train/reward_errors": float(scores.errors),
+        "train/num_samples": float(rewards.numel()),
+        "train/reward": rewards.mean().item(),
+        "train/reward_std": rewards.std().item() if rewards.numel() > 1 else 0.0,
+        **{f"train/reward/{k}": gathered(v).mean().item() for k, v in scores.components.items()},
+        "train/reward_errors": gathered(torch.tensor([float(scores.errors)])).sum().item(),
         "train/frac_zero_std_groups": groups["frac_zero_std_groups"].item(),
         "train/advantage/mean": advantages.mean().item(),
         "train/advantage/std": advantages.std().item() if len(prompts) > 1 else 0.0,
@@ -97,11 +104,11 @@ def grpo_step(ctx: RunContext, batch: Sequence[Example], step: int, optimizer, s
         "train/completion_len/mean": lengths.mean().item(),
         "train/completion_len/min": lengths.min().item(),
         "train/completion_len/max": lengths.max().item(),
-        "train/frac_truncated": rollout.truncated.float().mean().item(),
+        "train/frac_truncated": truncated.mean().item(),
         "train/grad_norm": float(grad_norm),
         "train/lr": scheduler.get_last_lr()[0],
         "train/temperature": temperature,
-        "train/tokens_per_s": lengths.sum().item() / max(t_gen, 1e-9),
+        "train/tokens_per_s": rollout.lengths.sum().item() * acc.num_processes / max(t_gen, 1e-9),
         "train/step_time": elapsed,
         "time/generate": t_gen,
         "time/reference": t_ref,
