@@ -1,28 +1,133 @@
-"""Checkpoints of the trained weights (peft adapter or full model) in the run directory.
+"""Checkpoints: weights in the standard format plus everything needed to continue exactly.
 
-Written to a temporary directory and renamed into place, so a crash during a save never
-leaves a half-written `step_N`.
+A checkpoint `<output_dir>/checkpoints/step_N/` holds
+  adapter_model.safetensors + adapter_config.json   (peft; or the full model for `lora=none`)
+  tokenizer files
+  trainer_state.json   step, stage, MLflow run id, best validation, early stopping, config
+  training_state.pt    optimizer, LR scheduler, RNG states (python, numpy, torch), data order
+It is written into a temporary directory and renamed into place, and `trainer_state.json` is
+the last file written: a directory without it is never used, so a crash during a save leaves
+the previous checkpoint as the latest.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
+import re
 import shutil
 import tempfile
-from typing import Any
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from grpo.config.errors import ConfigError
+
+STATE_FILE = "trainer_state.json"
+TRAINING_FILE = "training_state.pt"
+_STEP_DIR = re.compile(r"^step_(\d+)$")
+
+# Keys that may change when a run is resumed: budgets, cadences, tracking and output places.
+RESUMABLE_CHANGES = ("trainer.max_steps", "trainer.resume", "trainer.output_dir", "trainer.save_every", "trainer.save_limit",
+                     "trainer.threads", "trainer.max_bad_steps", "eval.", "logger.", "paths.", "optuna_trial")
 
 
-def save_checkpoint(run_dir: str, step: int, model, tokenizer, state: dict[str, Any]) -> str:
-    root = os.path.join(run_dir, "checkpoints")
+def rng_state() -> dict[str, Any]:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(root: str, step: int, model, tokenizer, state: dict[str, Any], training: dict[str, Any]) -> str:
+    """Write step_`step` atomically; returns its path."""
     os.makedirs(root, exist_ok=True)
     final = os.path.join(root, f"step_{step}")
     tmp = tempfile.mkdtemp(prefix=f".step_{step}.", dir=root)
-    model.save_pretrained(tmp)  # peft: adapter_config.json + adapter_model.safetensors
+    model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    with open(os.path.join(tmp, "trainer_state.json"), "w") as f:
+    torch.save(training, os.path.join(tmp, TRAINING_FILE))
+    _fault_point("save", step)
+    with open(os.path.join(tmp, STATE_FILE), "w") as f:  # last: marks the directory complete
         json.dump(state, f, indent=2, default=str)
     if os.path.exists(final):
         shutil.rmtree(final)
     os.replace(tmp, final)
     return final
+
+
+def _fault_point(where: str, step: int) -> None:
+    """Fault injection for the crash tests: GRPO_FAULT=save:N dies mid-save at step N."""
+    if os.environ.get("GRPO_FAULT") == f"{where}:{step}":
+        os._exit(137)
+
+
+def complete_checkpoints(root: str) -> list[tuple[int, str]]:
+    """(step, path) of every complete checkpoint under `root`, oldest first."""
+    if not os.path.isdir(root):
+        return []
+    found = []
+    for name in os.listdir(root):
+        match = _STEP_DIR.match(name)
+        path = os.path.join(root, name)
+        if match and os.path.isfile(os.path.join(path, STATE_FILE)):
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def latest_checkpoint(root: str) -> Optional[str]:
+    found = complete_checkpoints(root)
+    return found[-1][1] if found else None
+
+
+def read_state(path: str) -> dict[str, Any]:
+    state_file = os.path.join(path, STATE_FILE)
+    if not os.path.isfile(state_file):
+        raise ConfigError("trainer.resume", path, f"not a complete checkpoint (no {STATE_FILE})")
+    with open(state_file) as f:
+        return json.load(f)
+
+
+def load_training(path: str) -> dict[str, Any]:
+    return torch.load(os.path.join(path, TRAINING_FILE), weights_only=False)
+
+
+def load_weights(model, path: str, lora: bool) -> None:
+    """Load the checkpoint's trained weights into `model` (peft adapter or full model)."""
+    from safetensors.torch import load_file
+
+    if lora:
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(model, load_file(os.path.join(path, "adapter_model.safetensors")))
+        return
+    state = load_file(os.path.join(path, "model.safetensors"))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    tied = {"lm_head.weight"} if getattr(model.config, "tie_word_embeddings", False) else set()
+    if unexpected or set(missing) - tied:
+        raise ConfigError("trainer.resume", path, f"weights do not fit the model (missing {sorted(set(missing) - tied)[:3]}, unexpected {unexpected[:3]})")
+
+
+def incompatible_keys(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Flattened config keys whose values differ and may not change across a resume."""
+    keys = set(saved) | set(current)
+    return sorted(k for k in keys if saved.get(k) != current.get(k) and not k.startswith(RESUMABLE_CHANGES))
+
+
+def prune_checkpoints(root: str, keep_last: Optional[int], keep_steps: set[int]) -> list[str]:
+    """Delete all but the newest `keep_last` checkpoints and those in `keep_steps` (the best)."""
+    if keep_last is None:
+        return []
+    found = complete_checkpoints(root)
+    doomed = [(s, p) for s, p in found[:-keep_last] if s not in keep_steps]
+    for _, path in doomed:
+        shutil.rmtree(path, ignore_errors=True)
+    return [p for _, p in doomed]

@@ -33,6 +33,7 @@ import torch
 
 from grpo.config.compose import Composition, compose, finish, register
 from grpo.config.errors import ConfigError, explain
+from grpo.evaluate import Samples, collect
 from grpo.metrics import flatten, format_table, summarize
 from grpo.rewards.code_exec import extract_program
 from grpo.rewards.components import predicted_answer, solved
@@ -40,17 +41,6 @@ from grpo.tasks.base import Example
 from grpo.tasks.registry import build_task
 
 log = logging.getLogger("grpo.eval")
-
-
-@dataclass
-class Samples:
-    """One row per generated sample; prompts' samples are contiguous (n per prompt)."""
-
-    domains: list[str]
-    correct: list[float]
-    reward: list[float]
-    answers: list[Optional[str]]  # what the sample answered (majority vote); None: no answer
-    completions: list[str]
 
 
 # ---------------------------------------------------------------------------- what to evaluate
@@ -134,32 +124,6 @@ def build_context(comp: Composition, checkpoint: Optional[str], task, examples: 
 
 # ---------------------------------------------------------------------------- the loop
 @torch.no_grad()
-def collect(ctx, examples: Sequence[Example], progress=None) -> Samples:
-    """Generate eval.generation.n samples per prompt and score each: correct (`solved`), reward, answer."""
-    from grpo.evaluate import eval_params
-    from grpo.rollout.engine import repeat_prompts
-    from grpo.stages.common import reward_columns
-
-    n, params, bs = ctx.cfg.eval.generation.n, eval_params(ctx), ctx.cfg.eval.batch_size
-    out = Samples([], [], [], [], [])
-    for start in range(0, len(examples), bs):
-        part = examples[start:start + bs]
-        prompts = repeat_prompts([ex.prompt for ex in part], n)
-        rollout = ctx.engine.generate(ctx.sampler_model, prompts, params)
-        columns = reward_columns(ctx, part, prompts, rollout, n)
-        scores = ctx.reward_model(prompts, rollout.texts, **columns)
-        out.correct += solved(prompts, rollout.texts, **columns, **ctx.reward_model.options)
-        out.reward += scores.total.tolist()
-        out.domains += columns["domain"]
-        out.completions += rollout.texts
-        for text, gold, pattern, tests in zip(rollout.texts, columns["answer"], columns["answer_pattern"], columns["tests"]):
-            answer = extract_program(text) if tests else predicted_answer(text, gold, pattern)
-            out.answers.append(answer.strip() if answer is not None and answer.strip() else None)
-        if progress is not None:
-            progress.update(len(part))
-    return out
-
-
 # ---------------------------------------------------------------------------- tracking
 def log_to_mlflow(comp: Composition, metrics: dict[str, float], table: str, *, split: str, checkpoint: Optional[str],
                   state: dict, run_id: Optional[str]) -> Optional[str]:

@@ -1,15 +1,22 @@
-"""Validation on held-out prompts: accuracy (the verifiable correctness) and mean reward, per domain."""
+"""Validation on held-out prompts: accuracy (verifiable correctness) and reward, per domain.
+
+One loop serves training-time validation (`evaluate`) and `python -m grpo.eval` (`collect`):
+n samples per prompt, scored by the run's reward; with n > 1 also pass@k, mean@n, best@n and
+majority@n (grpo/metrics.py).
+"""
 
 from __future__ import annotations
 
-from collections import defaultdict
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Optional, Sequence
 
 import torch
 
-from grpo.rewards.components import correctness
+from grpo.metrics import flatten, summarize
+from grpo.rewards.code_exec import extract_program
+from grpo.rewards.components import predicted_answer, solved
 from grpo.rollout.engine import SamplingParams, repeat_prompts
-from grpo.stages.common import RunContext, score
+from grpo.stages.common import RunContext, reward_columns
 from grpo.tasks.base import Example
 
 
@@ -18,36 +25,46 @@ def eval_params(ctx: RunContext) -> SamplingParams:
     return SamplingParams(max_new_tokens=ctx.max_new_tokens, greedy=e.greedy, temperature=e.temperature, top_p=e.top_p, top_k=g.top_k)
 
 
-@torch.no_grad()
-def evaluate(ctx: RunContext, examples: Sequence[Example], progress=None) -> dict[str, float]:
-    """Metrics over `examples` (split across processes, gathered); n samples per prompt."""
-    n = ctx.cfg.eval.generation.n
-    local = ctx.local_share(examples)
-    params = eval_params(ctx)
-    correct, reward, domains = [], [], []
-    bs = ctx.cfg.eval.batch_size
-    for start in range(0, len(local), bs):
-        part = local[start:start + bs]
+@dataclass
+class Samples:
+    """One row per generated sample; prompts' samples are contiguous (n per prompt)."""
+
+    domains: list[str]
+    correct: list[float]
+    reward: list[float]
+    answers: list[Optional[str]]  # what the sample answered (majority vote); None: no answer
+    completions: list[str]
+
+
+def collect(ctx, examples: Sequence[Example], progress=None) -> Samples:
+    """Generate eval.generation.n samples per prompt and score each: correct (`solved`), reward, answer."""
+    n, params, bs = ctx.cfg.eval.generation.n, eval_params(ctx), ctx.cfg.eval.batch_size
+    out = Samples([], [], [], [], [])
+    for start in range(0, len(examples), bs):
+        part = examples[start:start + bs]
         prompts = repeat_prompts([ex.prompt for ex in part], n)
         rollout = ctx.engine.generate(ctx.sampler_model, prompts, params)
-        scores = score(ctx, part, prompts, rollout, n)
-        answers = [ex.answer for ex in part for _ in range(n)]
-        correct += correctness(prompts, rollout.texts, answer=answers, answer_pattern=[ctx.task.answer_pattern] * len(prompts),
-                               numeric_tolerance=ctx.cfg.reward.numeric_tolerance)
-        reward += scores.total.tolist()
-        domains += [ex.domain for ex in part for _ in range(n)]
+        columns = reward_columns(ctx, part, prompts, rollout, n)
+        scores = ctx.reward_model(prompts, rollout.texts, **columns)
+        out.correct += solved(prompts, rollout.texts, **columns, **ctx.reward_model.options)
+        out.reward += scores.total.tolist()
+        out.domains += columns["domain"]
+        out.completions += rollout.texts
+        for text, gold, pattern, tests in zip(rollout.texts, columns["answer"], columns["answer_pattern"], columns["tests"]):
+            answer = extract_program(text) if tests else predicted_answer(text, gold, pattern)
+            out.answers.append(answer.strip() if answer is not None and answer.strip() else None)
         if progress is not None:
             progress.update(len(part))
-    names = sorted(set(ex.domain for ex in examples))
-    domain_ids = torch.tensor([names.index(d) for d in domains], dtype=torch.long)
-    acc = ctx.accelerator
-    correct_t = acc.gather_for_metrics(torch.tensor(correct, dtype=torch.float32, device=acc.device)).cpu()
-    reward_t = acc.gather_for_metrics(torch.tensor(reward, dtype=torch.float32, device=acc.device)).cpu()
-    domain_t = acc.gather_for_metrics(domain_ids.to(acc.device)).cpu()
-    metrics = {"val/accuracy": correct_t.mean().item(), "val/reward": reward_t.mean().item()}
-    if len(names) > 1:
-        by = defaultdict(list)
-        for c, d in zip(correct_t.tolist(), domain_t.tolist()):
-            by[names[d]].append(c)
-        metrics.update({f"val/accuracy/{d}": sum(v) / len(v) for d, v in by.items()})
-    return metrics
+    return out
+
+
+@torch.no_grad()
+def evaluate(ctx: RunContext, examples: Sequence[Example], progress=None) -> dict[str, float]:
+    """Metrics over `examples`, split across processes and gathered."""
+    from accelerate.utils import gather_object
+
+    s = collect(ctx, ctx.local_share(examples), progress)
+    gathered = (gather_object(x) if ctx.accelerator.num_processes > 1 else x for x in (s.domains, s.correct, s.reward, s.answers))
+    domains, correct, reward, answers = gathered
+    summary = summarize(domains, correct, reward, answers, ctx.cfg.eval.generation.n)
+    return {k: v for k, v in flatten(summary, "val").items() if "/prompts" not in k}

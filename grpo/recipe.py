@@ -1,7 +1,8 @@
 """The training recipe: setup -> RCE stage -> GRPO stage (with validation) -> close.
 
 Each stage is a loop of steps from grpo.stages; this file wires the components together,
-owns the optimizer of each stage, and decides when to log, evaluate and checkpoint.
+owns each stage's optimizer, and decides when to log, evaluate, checkpoint, stop early and
+resume. Steps are counted once across stages (RCE steps, then GRPO steps).
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from typing import Optional
 import torch
 from tqdm.auto import tqdm
 
-from grpo.checkpoint import save_checkpoint
+from grpo import checkpoint as ckpt
 from grpo.config.compose import Composition
 from grpo.config.errors import ConfigError
+from grpo.early_stopping import EarlyStopping
 from grpo.evaluate import evaluate
 from grpo.models.load import context_length, load_model
 from grpo.models.lora import apply_lora, reference_context
@@ -30,10 +32,15 @@ from grpo.stages.grpo import grpo_step
 from grpo.stages.rce import rce_step
 from grpo.tasks.mixing import BatchSampler
 from grpo.tasks.registry import build_task
-from grpo.tracking.base import Tracker, build_tracker
+from grpo.tracking.base import NullTracker, build_tracker
+from grpo.tracking.safe import SafeTracker
 
 log = logging.getLogger("grpo")
 ZERO_SPREAD_WARN = 0.5  # warn when more than half the groups carry no learning signal
+
+
+class StopRun(Exception):
+    """Training stops early on purpose (early stopping, too many bad steps): not a failure."""
 
 
 class Recipe:
@@ -42,10 +49,26 @@ class Recipe:
         self.run_dir = run_dir
         self.tags = tags
         self.trial = trial  # optuna trial reporter (sweeps) or None
-        self.history: list[dict[str, float]] = []
         self.final_metrics: dict[str, float] = {}
         self.checkpoints: list[str] = []
         self.step = 0  # global optimizer step: RCE steps, then GRPO steps
+        es = self.cfg.eval.early_stopping
+        self.early = EarlyStopping(mode=es.mode, patience=es.patience, min_delta=es.min_delta)
+        self.bad_steps = 0  # non-finite updates in a row
+        self.skipped_total = 0
+        self.stop_reason: Optional[str] = None
+
+    @property
+    def output_dir(self) -> str:
+        return self.cfg.trainer.output_dir or self.run_dir
+
+    @property
+    def checkpoint_root(self) -> str:
+        return os.path.join(self.output_dir, "checkpoints")
+
+    @property
+    def watched_metric(self) -> str:
+        return self.cfg.eval.early_stopping.metric or self.cfg.optimized_metric
 
     # ---------------------------------------------------------------- setup
     def setup(self) -> None:
@@ -63,9 +86,16 @@ class Recipe:
         if cfg.rollout.batch_size % acc.num_processes:
             raise ConfigError("rollout.batch_size", cfg.rollout.batch_size,
                               f"prompts per step are split across processes: must be divisible by {acc.num_processes}")
+        check_writable(self.output_dir)
+        resume_path = self._find_resume()
+        resume_state = ckpt.read_state(resume_path) if resume_path else None
+        if resume_state:
+            self._check_compatible(resume_path, resume_state)
 
         model, tokenizer = load_model(cfg.model)
         model = apply_lora(model, cfg.lora)
+        if resume_path:
+            ckpt.load_weights(model, resume_path, cfg.lora.enabled)
         need_ref = cfg.algorithm.use_kl_loss and cfg.algorithm.kl_beta > 0
         reference = reference_context(model, cfg.lora.enabled, need_ref)
         policy = acc.prepare(model)
@@ -77,140 +107,223 @@ class Recipe:
                               engine=HFGenerateEngine(tokenizer), reward_model=RewardModel(cfg.reward), task=task,
                               reference=reference, max_new_tokens=max_new)
         self.sampler = BatchSampler(task.train, cfg.task.domain_ratios, seed=cfg.task.seed + 7)
-        self.tracker: Tracker = build_tracker(cfg.logger, self.derived.run_name, self.tags) if acc.is_main_process else build_tracker_none()
-        self.n_params = sum(p.numel() for p in policy.parameters())
-        self.n_trainable = sum(p.numel() for p in policy.parameters() if p.requires_grad)
+        run_id = resume_state.get("mlflow_run_id") if resume_state else None
+        self.tracker = (build_tracker(cfg.logger, self.derived.run_name, self.tags, self.output_dir, resume_run_id=run_id)
+                        if acc.is_main_process else SafeTracker(NullTracker(), os.path.join(self.output_dir, f".rank{acc.process_index}")))
+        self.resume_training = ckpt.load_training(resume_path) if resume_path else None
+        if resume_state:
+            self._restore_progress(resume_state)
+        params = sum(p.numel() for p in policy.parameters()), sum(p.numel() for p in policy.parameters() if p.requires_grad)
         if acc.is_main_process:
-            log.info(header(self.comp, run_dir=self.run_dir, max_new_tokens=max_new, context=ctx_len,
-                            params=(self.n_trainable, self.n_params), tracker=self.tracker, task=task))
+            log.info(header(self.comp, run_dir=self.output_dir, max_new_tokens=max_new, context=ctx_len,
+                            params=(params[1], params[0]), tracker=self.tracker, task=task))
+            if resume_path:
+                log.info("resuming from %s (step %d, stage %s)", resume_path, self.step, resume_state["stage"])
             self._log_config()
+
+    def _find_resume(self) -> Optional[str]:
+        mode = self.cfg.trainer.resume
+        if mode == "never":
+            return None
+        if mode == "auto":
+            return ckpt.latest_checkpoint(self.checkpoint_root)
+        if not os.path.isdir(mode):
+            raise ConfigError("trainer.resume", mode, "no such checkpoint directory (use auto, never or a step_N path)")
+        return mode
+
+    def _check_compatible(self, path: str, state: dict) -> None:
+        saved = state.get("config", {})
+        differ = ckpt.incompatible_keys(saved, self.flat_config())
+        if differ:
+            shown = ", ".join(f"{k} ({saved.get(k)!r} -> {self.flat_config().get(k)!r})" for k in differ[:4])
+            raise ConfigError("trainer.resume", path, f"checkpoint was trained with another config: {shown}"
+                              f"{' ...' if len(differ) > 4 else ''}; use trainer.resume=never or another trainer.output_dir")
+
+    def _restore_progress(self, state: dict) -> None:
+        self.step = state["step"]
+        self.early.load_state_dict(state["early_stopping"])
+        self.final_metrics.update(state.get("metrics", {}))
+        self.skipped_total = state.get("skipped_steps", 0)
+        training = self.resume_training
+        self.sampler.load_state_dict(training["sampler"])
+        ckpt.set_rng_state(training["rng"])
+
+    def flat_config(self) -> dict:
+        from omegaconf import OmegaConf
+
+        return {k: v for k, v in flatten(OmegaConf.to_container(self.comp.raw, resolve=True)).items()}
 
     def _log_config(self) -> None:
         from omegaconf import OmegaConf
 
-        flat = flatten(OmegaConf.to_container(self.comp.raw, resolve=True))
-        self.tracker.log_params({**flat, **self.derived.as_params()})
+        self.tracker.log_params({**self.flat_config(), **self.derived.as_params()})
         self.tracker.log_text(OmegaConf.to_yaml(self.comp.raw, resolve=True), "config/config.yaml")
-        overrides = self.tags.get("overrides", "")
-        self.tracker.log_text(overrides + "\n", "config/overrides.txt")
+        self.tracker.log_text(self.tags.get("overrides", "") + "\n", "config/overrides.txt")
 
     # ---------------------------------------------------------------- stages
     def train(self) -> dict[str, float]:
         t0 = time.perf_counter()
-        if self.cfg.eval.before_train:
-            self._evaluate(step=0)
-        if self.derived.rce_steps > 0:
-            self._run_rce()
-        self._run_grpo()
+        rce_steps = self.derived.rce_steps
+        try:
+            if self.cfg.eval.before_train and self.step == 0:
+                self._evaluate()
+            if self.step < rce_steps:
+                self._run_rce()
+            self._run_grpo()
+        except StopRun as stop:
+            self.stop_reason = str(stop)
+            log.warning("stopping: %s", stop)
         self.final_metrics["time/total"] = time.perf_counter() - t0
         self.tracker.log_metrics({"time/total": self.final_metrics["time/total"]}, self.step)
         return self.final_metrics
 
-    def _optimizer(self, lr: float, steps: int, warmup: int):
+    def _stage_optimizer(self, stage: str, lr: float, steps: int, warmup: int):
         s = self.cfg.schedule
         opt = build_optimizer(self.ctx.policy.parameters(), self.cfg.trainer.optim, lr)
         sched = build_scheduler(opt, total_steps=steps, warmup_steps=warmup, decay=s.lr_scheduler, min_ratio=s.min_lr_ratio)
+        training = self.resume_training
+        if training and training.get("stage") == stage:  # continue the stage where the checkpoint left it
+            opt.load_state_dict(training["optimizer"])
+            sched.load_state_dict(training["scheduler"])
         return self.accelerator.prepare(opt, sched)
 
-    def _bar(self, total: int, desc: str):
-        return tqdm(total=total, desc=desc, dynamic_ncols=True, disable=not self.accelerator.is_main_process)
+    def _bar(self, total: int, initial: int, desc: str):
+        return tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, disable=not self.accelerator.is_main_process)
 
     def _run_rce(self) -> None:
         steps = self.derived.rce_steps
-        opt, sched = self._optimizer(self.cfg.schedule.rce_lr, steps, self.derived.rce_warmup_steps)
-        with self._bar(steps, "RCE") as bar:
-            for _ in range(steps):
+        opt, sched = self._stage_optimizer("rce", self.cfg.schedule.rce_lr, steps, self.derived.rce_warmup_steps)
+        with self._bar(steps, self.step, "RCE") as bar:
+            while self.step < steps:
                 self.step += 1
                 metrics = rce_step(self.ctx, self.sampler.next_batch(self.cfg.rollout.batch_size), opt, sched)
+                self._guard(metrics["rce/skipped"], metrics["rce/loss"])
                 if self.step % self.cfg.logger.log_every == 0 or self.step == steps:
                     self.tracker.log_metrics(metrics, self.step)
                 bar.set_postfix(loss=f"{metrics['rce/loss']:.3f}", reward=f"{metrics['rce/reward']:.2f}")
                 bar.update()
                 if self._eval_due():
-                    self._evaluate(self.step)
-
-    def _eval_due(self) -> bool:
-        every = self.cfg.eval.eval_every
-        return bool(every) and self.step % every == 0
+                    self._evaluate()
+        self._save("rce", opt, sched)  # a stage boundary: resuming later never redoes RCE
 
     def _run_grpo(self) -> None:
-        """GRPO steps continue the global step count after RCE: one x-axis for every curve."""
-        cfg, steps = self.cfg, self.derived.grpo_steps
-        opt, sched = self._optimizer(cfg.schedule.grpo_lr, steps, self.derived.warmup_steps)
+        cfg, rce_steps, steps = self.cfg, self.derived.rce_steps, self.derived.grpo_steps
+        opt, sched = self._stage_optimizer("grpo", cfg.schedule.grpo_lr, steps, self.derived.warmup_steps)
         last_warned = -10**9
-        with self._bar(steps, "GRPO") as bar:
-            for grpo_index in range(steps):
+        end = rce_steps + steps
+        with self._bar(steps, self.step - rce_steps, "GRPO") as bar:
+            while self.step < end:
                 self.step += 1
-                batch = self.sampler.next_batch(cfg.rollout.batch_size)
-                metrics, samples = grpo_step(self.ctx, batch, grpo_index, opt, sched)
-                self._check_finite(metrics, self.step)
+                grpo_index = self.step - rce_steps - 1
+                metrics, samples = grpo_step(self.ctx, self.sampler.next_batch(cfg.rollout.batch_size), grpo_index, opt, sched)
                 if metrics["train/frac_zero_std_groups"] > ZERO_SPREAD_WARN and self.step - last_warned >= 50:
                     last_warned = self.step
                     log.warning("step %d: %.0f%% of groups have equal rewards (zero advantage: nothing to learn from); "
                                 "consider a denser reward (format, tiered), an RCE warm-up or a larger group",
                                 self.step, 100 * metrics["train/frac_zero_std_groups"])
-                is_last = grpo_index == steps - 1
+                is_last = self.step == end
                 if self.step % cfg.logger.log_every == 0 or is_last:
                     self.tracker.log_metrics(metrics, self.step)
                     rows = samples[: cfg.logger.log_completions]
                     if rows:
                         self.tracker.log_table(rows, f"completions/step_{self.step:06d}.json")
-                self.history.append({"step": self.step, **metrics})
                 bar.set_postfix(reward=f"{metrics['train/reward']:.2f}", kl=f"{metrics.get('train/kl', 0.0):.3f}")
                 bar.update()
-                if self._eval_due() or is_last:
-                    self._evaluate(self.step)
-                if (cfg.trainer.save_every and (grpo_index + 1) % cfg.trainer.save_every == 0) or is_last:
-                    self._save(self.step)
-        if steps == 0:
-            self._evaluate(self.step)
-            self._save(self.step)
+                self._guard(metrics["train/skipped"], metrics.get("train/loss/total", 0.0), opt, sched)
+                best = self._evaluate() if self._eval_due() or is_last else False
+                if (cfg.trainer.save_every and (grpo_index + 1) % cfg.trainer.save_every == 0) or is_last or best:
+                    self._save("grpo", opt, sched, best=best)
+                self._check_early_stop(opt, sched)
+        if steps == 0 and self.step == rce_steps:
+            self._evaluate()
 
-    def _check_finite(self, metrics: dict[str, float], step: int) -> None:
-        bad = [k for k in ("train/loss/total", "train/grad_norm") if k in metrics and not math.isfinite(metrics[k])]
-        if bad:
-            log.warning("step %d: non-finite %s", step, ", ".join(bad))
+    def _eval_due(self) -> bool:
+        every = self.cfg.eval.eval_every
+        return bool(every) and self.step % every == 0
 
-    def _evaluate(self, step: int) -> None:
+    # ---------------------------------------------------------------- guards
+    def _guard(self, skipped: float, loss: float, opt=None, sched=None) -> None:
+        """Count non-finite updates; too many in a row stop the run at its last good state."""
+        if not skipped:
+            self.bad_steps = 0
+            return
+        self.bad_steps += 1
+        self.skipped_total += 1
+        log.warning("step %d: non-finite loss or gradient (loss=%s): update skipped (%d in a row)", self.step, loss, self.bad_steps)
+        if self.bad_steps >= self.cfg.trainer.max_bad_steps:
+            if opt is not None:
+                self._save("grpo", opt, sched)
+            raise StopRun(f"{self.bad_steps} non-finite updates in a row at step {self.step} (trainer.max_bad_steps="
+                          f"{self.cfg.trainer.max_bad_steps}); the last good weights are checkpointed. "
+                          "Lower the learning rate or check the reward for NaN/inf")
+
+    def _check_early_stop(self, opt, sched) -> None:
+        if self.cfg.eval.early_stopping.enabled and self.early.should_stop:
+            if not self.checkpoints or not self.checkpoints[-1].endswith(f"step_{self.step}"):
+                self._save("grpo", opt, sched)
+            raise StopRun(f"early stopping: {self.watched_metric} has not improved for {self.early.bad_evals} validations "
+                          f"(best {self.early.best:.4f} at step {self.early.best_step})")
+
+    # ---------------------------------------------------------------- evaluate and save
+    def _evaluate(self) -> bool:
+        """Validate; returns whether this is the best validation so far."""
         examples = self.ctx.task.val[: self.cfg.eval.num_samples]
         with tqdm(total=len(examples), desc="eval", leave=False, dynamic_ncols=True,
                   disable=not self.accelerator.is_main_process) as bar:
             metrics = evaluate(self.ctx, examples, progress=bar)
         self.final_metrics.update(metrics)
-        self.tracker.log_metrics(metrics, step)
+        self.tracker.log_metrics(metrics, self.step)
         if self.accelerator.is_main_process:
-            log.info("step %d: %s", step, "  ".join(f"{k}={v:.3f}" for k, v in metrics.items()))
+            log.info("step %d: %s", self.step, "  ".join(f"{k}={v:.3f}" for k, v in metrics.items()))
+        best = False
+        if self.watched_metric in metrics:
+            best = self.early.update(metrics[self.watched_metric], self.step)
+            self.final_metrics.update({"best/step": float(self.early.best_step), f"best/{self.watched_metric}": self.early.best})
         if self.trial is not None and self.cfg.optimized_metric in metrics:
-            self.trial.report(metrics[self.cfg.optimized_metric], step)
+            self.trial.report(metrics[self.cfg.optimized_metric], self.step)
             if self.trial.should_prune():
-                self.tracker.set_tags({"pruned": "true", "pruned_at_step": str(step)})
+                self.tracker.set_tags({"pruned": "true", "pruned_at_step": str(self.step)})
                 self.trial.prune()
+        return best and self.cfg.eval.save_best
 
-    def _save(self, step: int) -> None:
+    def _save(self, stage: str, optimizer, scheduler, best: bool = False) -> None:
         if not self.accelerator.is_main_process:
             return
-        state = {"step": step, "stage": "grpo", "run_name": self.derived.run_name, "mlflow_run_id": self.tracker.run_id,
-                 "metrics": {k: v for k, v in self.final_metrics.items()}}
-        path = save_checkpoint(self.output_dir, step, self.accelerator.unwrap_model(self.ctx.policy), self.ctx.tokenizer, state)
+        state = {"step": self.step, "stage": stage, "run_name": self.derived.run_name, "mlflow_run_id": self.tracker.run_id,
+                 "metrics": dict(self.final_metrics), "early_stopping": self.early.state_dict(),
+                 "skipped_steps": self.skipped_total, "config": self.flat_config()}
+        training = {"stage": stage, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "rng": ckpt.rng_state(), "sampler": self.sampler.state_dict()}
+        path = ckpt.save_checkpoint(self.checkpoint_root, self.step, self.accelerator.unwrap_model(self.ctx.policy),
+                                    self.ctx.tokenizer, state, training)
         self.checkpoints.append(path)
-
-    @property
-    def output_dir(self) -> str:
-        return self.cfg.trainer.output_dir or self.run_dir
+        keep = {self.early.best_step} if self.cfg.eval.save_best and self.early.best_step is not None else set()
+        ckpt.prune_checkpoints(self.checkpoint_root, self.cfg.trainer.save_limit, keep)
 
     # ---------------------------------------------------------------- close
     def cleanup(self, status: str = "FINISHED") -> None:
-        if self.checkpoints:
+        if self.checkpoints and os.path.isdir(self.checkpoints[-1]):
             self.tracker.log_artifacts(self.checkpoints[-1], "adapter")
+        best_dir = os.path.join(self.checkpoint_root, f"step_{self.early.best_step}")
+        if self.early.best_step is not None and os.path.isdir(best_dir):
+            self.tracker.set_tags({"best_step": str(self.early.best_step), "best_checkpoint": best_dir})
+        if self.stop_reason:
+            self.tracker.set_tags({"stop_reason": self.stop_reason[:250]})
         self.tracker.finish(status)
         if self.accelerator.is_main_process and status == "FINISHED":
-            log.info(summary(self.comp, self.final_metrics, self.output_dir, self.checkpoints, self.tracker, self.cfg.logger))
+            log.info(summary(self.comp, self.final_metrics, self.output_dir, self.checkpoints, self.tracker, self.cfg.logger,
+                             best=(self.watched_metric, self.early.best, self.early.best_step, best_dir), stop_reason=self.stop_reason))
 
 
-def build_tracker_none():
-    from grpo.tracking.base import NullTracker
-
-    return NullTracker()
+def check_writable(directory: str) -> None:
+    try:
+        os.makedirs(directory, exist_ok=True)
+        probe = os.path.join(directory, ".write_test")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as exc:
+        raise ConfigError("trainer.output_dir", directory, f"cannot write there ({exc.strerror}); choose another directory") from exc
 
 
 def flatten(tree, prefix: str = "") -> dict[str, object]:

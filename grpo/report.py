@@ -38,12 +38,20 @@ def comp_processes() -> str:
     return f"{state.num_processes} ({state.distributed_type.value.lower()}, {state.device})"
 
 
-def summary(comp: Composition, metrics: dict[str, float], output_dir: str, checkpoints: list[str], tracker, logger_cfg) -> str:
+def summary(comp: Composition, metrics: dict[str, float], output_dir: str, checkpoints: list[str], tracker, logger_cfg,
+            best=None, stop_reason=None) -> str:
     shown = "  ".join(f"{k}={v:.3f}" for k, v in sorted(metrics.items()) if k.startswith("val/"))
     lines = [f"done {comp.derived.run_name} in {metrics.get('time/total', 0.0):.1f}s", f"  final      {shown}"]
+    if stop_reason:
+        lines.append(f"  stopped    {stop_reason}")
+    if best and best[1] is not None:
+        metric, value, step, path = best
+        lines.append(f"  best       {metric}={value:.3f} at step {step}: {path}")
     if checkpoints:
         lines.append(f"  checkpoint {checkpoints[-1]}")
     lines.append(f"  run dir    {output_dir}")
+    if getattr(tracker, "failed", None):
+        lines.append(f"  tracking   FAILED mid-run ({tracker.failed}); every metric is in {tracker.local_path}")
     if tracker.run_id and logger_cfg.tracking_uri.startswith("sqlite:"):
         lines.append(f"  mlflow     mlflow ui --backend-store-uri {logger_cfg.tracking_uri}   (run {tracker.run_id})")
     elif tracker.run_id:

@@ -56,7 +56,7 @@ def run_dir(tmp_path_factory):
     (d / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(comp.raw))
     (d / ".hydra" / "hydra.yaml").write_text(OmegaConf.to_yaml({"hydra": {"runtime": {"choices": comp.choices}}}))
     model, tokenizer = load_model(comp.cfg.model)
-    save_checkpoint(str(d), 3, apply_lora(model, comp.cfg.lora), tokenizer, {"step": 3, "run_name": "tiny-run"})
+    save_checkpoint(str(d / "checkpoints"), 3, apply_lora(model, comp.cfg.lora), tokenizer, {"step": 3, "run_name": "tiny-run"}, {})
     return d
 
 

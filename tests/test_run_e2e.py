@@ -22,6 +22,7 @@ def test_minimal_preset_trains_checkpoints_and_lands_in_mlflow(tmp_path):
     for expected in ("run grpo-10steps-4batch-6samples-rce64-minimal", "warm-up 2 steps", "240 completions",
                      "bounded by the model's context", "GRPO: 100%", "mlflow ui --backend-store-uri"):
         assert expected in out, expected
+    assert (tmp_path / "run" / "checkpoints" / "step_64" / "trainer_state.json").exists()  # end of RCE
     assert (tmp_path / "run" / "checkpoints" / "step_69" / "adapter_model.safetensors").exists()  # 64 RCE + 5 GRPO
     assert (tmp_path / "run" / "checkpoints" / "step_74" / "adapter_config.json").exists()
 
@@ -34,12 +35,12 @@ def test_minimal_preset_trains_checkpoints_and_lands_in_mlflow(tmp_path):
     assert run["tags.preset"] == "minimal" and run["tags.mlflow.runName"] == "grpo-10steps-4batch-6samples-rce64-minimal"
     client = mlflow.MlflowClient(uri)
     rewards = client.get_metric_history(run["run_id"], "train/reward")
-    assert len(rewards) == 2  # log_every 5 over 10 GRPO steps
+    assert [m.step for m in sorted(rewards, key=lambda m: m.step)] == [65, 70, 74]  # log_every 5 (global steps) + the last
     assert client.get_metric_history(run["run_id"], "val/accuracy")
     artifacts = {a.path for a in client.list_artifacts(run["run_id"])}
     assert {"config", "completions", "adapter"} <= artifacts
     tables = client.list_artifacts(run["run_id"], "completions")
-    assert len(tables) == 2  # one per logged step, none overwritten
+    assert len(tables) == 3  # one per logged step, none overwritten
 
 
 @pytest.mark.slow

@@ -128,6 +128,13 @@ def check(cfg: RunConfig, *, grpo_steps: int, warmup_steps: int, domains_of: Cal
     _at_least("trainer.gradient_accumulation_steps", tr.gradient_accumulation_steps, 1)
     _positive("trainer.max_grad_norm", tr.max_grad_norm)
     _at_least("trainer.save_every", tr.save_every, 0)
+    if tr.save_limit is not None:
+        _at_least("trainer.save_limit", tr.save_limit, 1)
+    _at_least("trainer.max_bad_steps", tr.max_bad_steps, 1)
+    es = cfg.eval.early_stopping
+    _one_of("eval.early_stopping.mode", es.mode, ("max", "min"))
+    _at_least("eval.early_stopping.patience", es.patience, 1)
+    _at_least("eval.early_stopping.min_delta", es.min_delta, 0)
     _one_of("trainer.mixed_precision", tr.mixed_precision, MIXED_PRECISION)
     _at_least("trainer.optim.weight_decay", tr.optim.weight_decay, 0)
 

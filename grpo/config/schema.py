@@ -78,6 +78,9 @@ class RewardConfig:
     numeric_tolerance: float = 0.0  # |pred - gold| <= tol counts as correct for numeric answers
     tiers: List[float] = field(default_factory=lambda: [1.0, 0.7, 0.4, 0.2, 0.0])  # perfect .. wrong
     near_tolerance: float = 0.1  # tiered: relative error that still counts as near-correct
+    tier_rules: List[str] = field(default_factory=lambda: ["exact", "near", "partial", "attempt"])  # tiers 5..2
+    partial_overlap: float = 0.5  # tiered "partial": token F1 with the gold answer at least this
+    code_near_fraction: float = 0.5  # tiered "near" for code items: share of tests passed at least this
     execution_timeout: float = 10.0  # seconds per code execution (the seeds' AFlow used 180)
     execution_memory_mb: int = 512
     execution_workers: int = 2  # code executions run in parallel, at most this many at once
@@ -166,7 +169,11 @@ class TrainerConfig:
     gradient_accumulation_steps: int = 1
     max_grad_norm: float = 1.0
     optim: OptimConfig = field(default_factory=OptimConfig)
-    save_every: int = 0  # steps between adapter checkpoints; 0: only the final one
+    save_every: int = 0  # GRPO steps between checkpoints; 0: only the final one (and the end of RCE)
+    save_limit: Optional[int] = None  # keep the newest N checkpoints (plus the best); null keeps all
+    # auto: continue from the latest good checkpoint in the output dir; never; or a checkpoint path.
+    resume: str = "auto"
+    max_bad_steps: int = 3  # non-finite losses/gradients in a row before the run stops
     output_dir: Optional[str] = None  # null: the Hydra run directory
     device: str = "auto"  # auto | cpu | cuda | cuda:0 ...
     mixed_precision: str = "no"  # no | bf16 | fp16 (through accelerate)
@@ -184,12 +191,23 @@ class EvalGenerationConfig:
 
 
 @dataclass
+class EarlyStoppingConfig:
+    enabled: bool = False
+    metric: Optional[str] = None  # null: the run's optimized_metric
+    mode: str = "max"  # max | min
+    patience: int = 3  # validations without improvement before stopping
+    min_delta: float = 0.0  # an improvement must beat the best by more than this
+
+
+@dataclass
 class EvalConfig:
     eval_every: int = 0  # GRPO steps between validations; 0: only at the end
     num_samples: int = 50  # held-out prompts per validation (seed: val_samples)
     batch_size: int = 64
     before_train: bool = False
     generation: EvalGenerationConfig = field(default_factory=EvalGenerationConfig)
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    save_best: bool = True  # keep a checkpoint of the best validation (exempt from save_limit)
 
 
 @dataclass

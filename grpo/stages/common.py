@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, ContextManager, Sequence
 
@@ -89,3 +90,23 @@ def chunks(n: int, parts: int) -> list[slice]:
 def take(rollout: Rollout, rows: slice) -> Rollout:
     return Rollout(rollout.prompt_ids[rows], rollout.prompt_mask[rows], rollout.completion_ids[rows],
                    rollout.completion_mask[rows], rollout.truncated[rows], rollout.texts[rows])
+
+
+def update(ctx: RunContext, loss: torch.Tensor, optimizer, scheduler, losses_finite: bool) -> tuple[float, bool]:
+    """Backward one micro-batch; on the last one, clip and step unless anything is non-finite.
+
+    `losses_finite` says whether every micro-batch loss of this update was finite. Returns
+    (grad norm, whether the optimizer stepped). A non-finite loss or gradient skips the whole
+    update (and the LR schedule with it); the recipe counts skips and stops after too many.
+    """
+    acc = ctx.accelerator
+    acc.backward(loss)
+    if not acc.sync_gradients:
+        return 0.0, False
+    grad_norm = float(acc.clip_grad_norm_(ctx.policy.parameters(), ctx.cfg.trainer.max_grad_norm))
+    stepped = losses_finite and math.isfinite(grad_norm)
+    if stepped:
+        optimizer.step()
+        scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return grad_norm, stepped

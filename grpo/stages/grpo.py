@@ -6,6 +6,7 @@ The math is in grpo.algorithms (pure functions); this module only orders the cal
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Sequence
 
@@ -15,7 +16,7 @@ from grpo.algorithms.advantages import compute_advantages, group_stats
 from grpo.algorithms.losses import policy_loss
 from grpo.rollout.engine import SamplingParams, repeat_prompts
 from grpo.schedules import linear_schedule
-from grpo.stages.common import RunContext, chunks, score, sequence_logprobs, take
+from grpo.stages.common import RunContext, chunks, score, sequence_logprobs, take, update
 from grpo.tasks.base import Example
 
 
@@ -60,7 +61,7 @@ def grpo_step(ctx: RunContext, batch: Sequence[Example], step: int, optimizer, s
     ctx.policy.train()
     stats_sum: dict[str, float] = {}
     parts = chunks(len(prompts), cfg.trainer.gradient_accumulation_steps)
-    grad_norm = torch.tensor(0.0)
+    grad_norm, stepped, finite = 0.0, False, True
     for rows in parts:
         with acc.accumulate(ctx.policy):
             part = take(rollout, rows)
@@ -71,12 +72,8 @@ def grpo_step(ctx: RunContext, batch: Sequence[Example], step: int, optimizer, s
                 max_completion_length=ctx.max_new_tokens,
                 ref_logp=None if ref_logp is None else ref_logp[rows], kl_beta=a.kl_beta if use_kl else 0.0,
                 kl_estimator=a.kl_estimator)
-            acc.backward(loss)
-            if acc.sync_gradients:
-                grad_norm = acc.clip_grad_norm_(ctx.policy.parameters(), cfg.trainer.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            finite = finite and math.isfinite(float(loss))
+            grad_norm, stepped = update(ctx, loss, optimizer, scheduler, finite)
         for k, v in stats.items():
             stats_sum[k] = stats_sum.get(k, 0.0) + float(v) / len(parts)
     t_train = time.perf_counter() - t_train
@@ -105,7 +102,8 @@ def grpo_step(ctx: RunContext, batch: Sequence[Example], step: int, optimizer, s
         "train/completion_len/min": lengths.min().item(),
         "train/completion_len/max": lengths.max().item(),
         "train/frac_truncated": truncated.mean().item(),
-        "train/grad_norm": float(grad_norm),
+        "train/grad_norm": grad_norm,
+        "train/skipped": float(not stepped),
         "train/lr": scheduler.get_last_lr()[0],
         "train/temperature": temperature,
         "train/tokens_per_s": rollout.lengths.sum().item() * acc.num_processes / max(t_gen, 1e-9),

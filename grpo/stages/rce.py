@@ -13,6 +13,7 @@ a group's remaining weights are renormalised.
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -20,7 +21,7 @@ import torch
 from grpo.algorithms.rce import filter_candidates, rce_loss, rce_weights
 from grpo.config.errors import ConfigError
 from grpo.rollout.engine import Rollout, SamplingParams, completion_masks, repeat_prompts
-from grpo.stages.common import RunContext, chunks, score, sequence_logprobs, take
+from grpo.stages.common import RunContext, chunks, score, sequence_logprobs, take, update
 from grpo.tasks.base import Example
 
 
@@ -97,25 +98,23 @@ def rce_step(ctx: RunContext, batch: Sequence[Example], optimizer, scheduler) ->
 
     ctx.policy.train()
     parts = chunks(len(prompts), cfg.trainer.gradient_accumulation_steps)
-    total_loss = 0.0
+    total_loss, grad_norm, stepped, finite = 0.0, 0.0, False, True
     for rows in parts:
         with acc.accumulate(ctx.policy):
             part = take(rollout, rows)
             logp = sequence_logprobs(ctx.policy, part, 1.0)
             loss = rce_loss(logp, part.completion_mask, weights[rows], length_normalize=cfg.algorithm.rce.length_normalize,
                             num_groups=len(examples) / len(parts))
-            acc.backward(loss)
-            if acc.sync_gradients:
-                acc.clip_grad_norm_(ctx.policy.parameters(), cfg.trainer.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            finite = finite and math.isfinite(float(loss))
+            grad_norm, stepped = update(ctx, loss, optimizer, scheduler, finite)
         total_loss += loss.item() / len(parts)
     metrics = {
         "rce/loss": total_loss,
         "rce/reward": scores.total[shown].mean().item(),
         **{f"rce/reward/{k}": v[shown].mean().item() for k, v in scores.components.items()},
         "rce/lr": scheduler.get_last_lr()[0],
+        "rce/grad_norm": grad_norm,
+        "rce/skipped": float(not stepped),
     }
     if keep is not None:
         metrics["rce/kept_frac"] = (keep & shown).sum().item() / max(int(shown.sum()), 1)

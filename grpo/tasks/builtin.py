@@ -43,7 +43,8 @@ _CODE_TEMPLATES: tuple[Callable[[random.Random, int], str], ...] = (
 def code_example(rng: random.Random, max_number: int) -> Example:
     expr = rng.choice(_CODE_TEMPLATES)(rng, max_number)
     answer = str(eval(expr, {"__builtins__": {"len": len, "max": max, "min": min, "abs": abs}}))  # our own expressions
-    return Example(prompt=f"py: {expr} =", answer=answer, domain="code", tests=(f"assert ({expr}) == answer",))
+    # Output prediction: the answer is checked as a value, so no tests to execute.
+    return Example(prompt=f"py: {expr} =", answer=answer, domain="code")
 
 
 GENERATORS: dict[str, Callable[[random.Random, int], Example]] = {

@@ -31,9 +31,14 @@ class NullTracker:
     def finish(self, status="FINISHED"): pass
 
 
-def build_tracker(cfg: LoggerConfig, run_name: str, tags: Mapping[str, str]) -> Tracker:
+def build_tracker(cfg: LoggerConfig, run_name: str, tags: Mapping[str, str], local_dir: str,
+                  resume_run_id: Optional[str] = None) -> Tracker:
+    """The configured backend wrapped in SafeTracker (local JSONL copy, failure-tolerant)."""
+    from grpo.tracking.safe import SafeTracker
+
     if cfg.backend == "none":
-        return NullTracker()
+        return SafeTracker(NullTracker(), local_dir)
     from grpo.tracking.mlflow_run import MlflowTracker
 
-    return MlflowTracker(cfg, run_name, tags)
+    inner = MlflowTracker(cfg, run_name, tags, resume_run_id=resume_run_id)
+    return SafeTracker(inner, local_dir, logged_until=inner.logged_until() if resume_run_id else None)

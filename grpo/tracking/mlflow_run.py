@@ -26,7 +26,7 @@ def _artifact_root(uri: str) -> Optional[str]:
 
 
 class MlflowTracker:
-    def __init__(self, cfg: LoggerConfig, run_name: str, tags: Mapping[str, str]):
+    def __init__(self, cfg: LoggerConfig, run_name: str, tags: Mapping[str, str], resume_run_id: Optional[str] = None):
         from mlflow.tracking import MlflowClient
         from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
@@ -38,17 +38,29 @@ class MlflowTracker:
             experiment_id = self.client.create_experiment(cfg.experiment, artifact_location=location)
         else:
             experiment_id = experiment.experiment_id
+        self.experiment_id = experiment_id
+        self.existing_params: dict[str, str] = {}
+        if resume_run_id:  # a resumed run continues its own MLflow run
+            run = self.client.get_run(resume_run_id)
+            self.client.update_run(resume_run_id, status="RUNNING")
+            self.run_id = resume_run_id
+            self.existing_params = dict(run.data.params)
+            return
         all_tags = {MLFLOW_RUN_NAME: run_name, **{k: str(v) for k, v in tags.items()}, **dict(cfg.tags)}
         if cfg.parent_run_id:
             all_tags[MLFLOW_PARENT_RUN_ID] = cfg.parent_run_id
-        run = self.client.create_run(experiment_id, run_name=run_name, tags=all_tags)
-        self.run_id = run.info.run_id
-        self.experiment_id = experiment_id
+        self.run_id = self.client.create_run(experiment_id, run_name=run_name, tags=all_tags).info.run_id
+
+    def logged_until(self) -> dict[str, int]:
+        """metric -> last step this run already holds (what a resumed run must not log again)."""
+        run = self.client.get_run(self.run_id)
+        return {key: max(m.step for m in self.client.get_metric_history(self.run_id, key)) for key in run.data.metrics}
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
 
-        items = [Param(k, str(v)[:MAX_PARAM_LEN]) for k, v in params.items()]
+        # Params are immutable in MLflow: a resumed run logs only the ones its run lacks.
+        items = [Param(k, str(v)[:MAX_PARAM_LEN]) for k, v in params.items() if k not in self.existing_params]
         for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
             self.client.log_batch(self.run_id, params=items[i:i + 100])
 
