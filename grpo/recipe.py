@@ -55,6 +55,7 @@ class Recipe:
         es = self.cfg.eval.early_stopping
         self.early = EarlyStopping(mode=es.mode, patience=es.patience, min_delta=es.min_delta)
         self.bad_steps = 0  # non-finite updates in a row
+        self.last_eval_step: Optional[int] = None
         self.skipped_total = 0
         self.stop_reason: Optional[str] = None
 
@@ -173,6 +174,8 @@ class Recipe:
         except StopRun as stop:
             self.stop_reason = str(stop)
             log.warning("stopping: %s", stop)
+            if self.last_eval_step != self.step:  # the objective describes the weights the run ends with
+                self._evaluate()
         self.final_metrics["time/total"] = time.perf_counter() - t0
         self.tracker.log_metrics({"time/total": self.final_metrics["time/total"]}, self.step)
         return self.final_metrics
@@ -272,6 +275,7 @@ class Recipe:
                   disable=not self.accelerator.is_main_process) as bar:
             metrics = evaluate(self.ctx, examples, progress=bar)
         self.final_metrics.update(metrics)
+        self.last_eval_step = self.step
         self.tracker.log_metrics(metrics, self.step)
         if self.accelerator.is_main_process:
             log.info("step %d: %s", self.step, "  ".join(f"{k}={v:.3f}" for k, v in metrics.items()))

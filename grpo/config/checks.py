@@ -93,10 +93,15 @@ def check(cfg: RunConfig, *, grpo_steps: int, warmup_steps: int, domains_of: Cal
 
     _one_of("reward.type", cfg.reward.type, REWARD_TYPES)
     _at_least("reward.numeric_tolerance", cfg.reward.numeric_tolerance, 0)
-    from grpo.rewards.components import COMPONENTS
+    from grpo.rewards.components import COMPONENTS, resolve
 
+    for name, path in cfg.reward.custom.items():
+        try:
+            resolve(name, dict(cfg.reward.custom))
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise ConfigError(f"reward.custom.{name}", path, f"cannot import it ({type(exc).__name__}: {exc}); write package.module:function") from None
     for name in cfg.reward.weights:
-        _one_of(f"reward.weights.{name}", name, COMPONENTS)
+        _one_of(f"reward.weights.{name}", name, (*COMPONENTS, *cfg.reward.custom))
     _check_reward_extras(cfg)
 
     _at_least("task.train_size", t.train_size, 1)

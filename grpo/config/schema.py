@@ -71,6 +71,8 @@ class RewardConfig:
     # tiered: seed 003's 5-tier reward (grpo/rewards/tiered.py), one value of `tiers` per completion.
     type: str = "weighted"  # weighted | lever | tiered
     weights: Dict[str, float] = field(default_factory=lambda: {"correctness": 1.0})
+    # Your own reward functions (TRL's contract): name -> "package.module:function"; weight them in `weights`.
+    custom: Dict[str, str] = field(default_factory=dict)
     alpha: float = 0.0  # Lever: weight of quality (REWARD_ALPHA)
     beta: float = 1.0  # Lever: weight of correctness (REWARD_BETA)
     # Lever's quality: "policy" = exp(mean token log-prob); "file" = the candidate's score in the data.

@@ -154,3 +154,13 @@ COMPONENTS: dict[str, RewardFn] = {
     "solved": solved,
     "tiered": tiered,  # grpo/rewards/tiered.py: seed 003's 5 tiers
 }
+
+
+def resolve(name: str, custom: dict[str, str]) -> RewardFn:
+    """A built-in component, or a user function named in `reward.custom` ("module:function")."""
+    if name in custom:
+        import importlib
+
+        module, _, attr = custom[name].replace(":", ".").rpartition(".")
+        return getattr(importlib.import_module(module), attr)
+    return COMPONENTS[name]

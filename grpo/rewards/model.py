@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from grpo.config.schema import RewardConfig
-from grpo.rewards.components import COMPONENTS
+from grpo.rewards.components import resolve
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ class RewardModel:
             if getattr(cfg, key, None) is not None:
                 self.options[key] = getattr(cfg, key)
         self.errors_seen: set[str] = set()
+        self.functions = {name: resolve(name, dict(cfg.custom)) for name in self.weights}
 
     @property
     def needs_logp(self) -> bool:
@@ -50,7 +51,7 @@ class RewardModel:
         return "quality" in self.weights
 
     def _run(self, name: str, prompts: list[str], completions: list[str], columns: dict) -> tuple[list[float], int]:
-        fn = COMPONENTS[name]
+        fn = self.functions[name]
         try:
             return [float(v) for v in fn(prompts, completions, **columns, **self.options)], 0
         except Exception:  # one bad completion must not take the batch (or the run) down
