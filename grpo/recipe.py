@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from grpo import checkpoint as ckpt
 from grpo.config.compose import Composition
 from grpo.config.errors import ConfigError
+from grpo.algorithms.kl import AdaptiveKLController
 from grpo.early_stopping import EarlyStopping
 from grpo.evaluate import evaluate
 from grpo.models.load import context_length, load_model
@@ -97,16 +98,18 @@ class Recipe:
         model = apply_lora(model, cfg.lora)
         if resume_path:
             ckpt.load_weights(model, resume_path, cfg.lora.enabled)
-        need_ref = cfg.algorithm.use_kl_loss and cfg.algorithm.kl_beta > 0
+        need_ref = cfg.algorithm.kl_beta > 0
         reference = reference_context(model, cfg.lora.enabled, need_ref)
         policy = acc.prepare(model)
         task = build_task(cfg.task)
         ctx_len = context_length(acc.unwrap_model(policy))
         longest_prompt = max(len(tokenizer(ex.prompt, add_special_tokens=False)["input_ids"]) for ex in (*task.train, *task.val))
         max_new = max(1, min(cfg.generation.max_new_tokens, ctx_len - longest_prompt))
+        a = cfg.algorithm
+        kl_ctrl = AdaptiveKLController(a.kl_beta, a.kl_target, a.kl_horizon) if a.kl_ctrl == "adaptive" else None
         self.ctx = RunContext(cfg=cfg, derived=self.derived, accelerator=acc, policy=policy, tokenizer=tokenizer,
                               engine=HFGenerateEngine(tokenizer), reward_model=RewardModel(cfg.reward), task=task,
-                              reference=reference, max_new_tokens=max_new)
+                              reference=reference, max_new_tokens=max_new, kl_ctrl=kl_ctrl)
         self.sampler = BatchSampler(task.train, cfg.task.domain_ratios, seed=cfg.task.seed + 7)
         run_id = resume_state.get("mlflow_run_id") if resume_state else None
         self.tracker = (build_tracker(cfg.logger, self.derived.run_name, self.tags, self.output_dir, resume_run_id=run_id)
@@ -148,6 +151,8 @@ class Recipe:
         training = self.resume_training
         self.sampler.load_state_dict(training["sampler"])
         ckpt.set_rng_state(training["rng"])
+        if self.ctx.kl_ctrl is not None and training.get("kl_ctrl"):
+            self.ctx.kl_ctrl.load_state_dict(training["kl_ctrl"])
 
     def flat_config(self) -> dict:
         from omegaconf import OmegaConf
@@ -211,14 +216,17 @@ class Recipe:
 
     def _run_grpo(self) -> None:
         cfg, rce_steps, steps = self.cfg, self.derived.rce_steps, self.derived.grpo_steps
-        opt, sched = self._stage_optimizer("grpo", cfg.schedule.grpo_lr, steps, self.derived.warmup_steps)
+        mu = cfg.algorithm.num_iterations  # optimizer updates per GRPO step: the LR schedule counts updates
+        opt, sched = self._stage_optimizer("grpo", cfg.schedule.grpo_lr, steps * mu, self.derived.warmup_steps * mu)
         last_warned = -10**9
         end = rce_steps + steps
         with self._bar(steps, self.step - rce_steps, "GRPO") as bar:
             while self.step < end:
                 self.step += 1
                 grpo_index = self.step - rce_steps - 1
-                metrics, samples = grpo_step(self.ctx, self.sampler.next_batch(cfg.rollout.batch_size), grpo_index, opt, sched)
+                batch_size = cfg.rollout.batch_size
+                metrics, samples = grpo_step(self.ctx, self.sampler.next_batch(batch_size), grpo_index, opt, sched,
+                                             refill=lambda: self.sampler.next_batch(batch_size))
                 if metrics["train/frac_zero_std_groups"] > ZERO_SPREAD_WARN and self.step - last_warned >= 50:
                     last_warned = self.step
                     log.warning("step %d: %.0f%% of groups have equal rewards (zero advantage: nothing to learn from); "
@@ -297,7 +305,8 @@ class Recipe:
                  "metrics": dict(self.final_metrics), "early_stopping": self.early.state_dict(),
                  "skipped_steps": self.skipped_total, "config": self.flat_config()}
         training = {"stage": stage, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "rng": ckpt.rng_state(), "sampler": self.sampler.state_dict()}
+                    "rng": ckpt.rng_state(), "sampler": self.sampler.state_dict(),
+                    "kl_ctrl": self.ctx.kl_ctrl.state_dict() if self.ctx.kl_ctrl is not None else None}
         path = ckpt.save_checkpoint(self.checkpoint_root, self.step, self.accelerator.unwrap_model(self.ctx.policy),
                                     self.ctx.tokenizer, state, training)
         self.checkpoints.append(path)

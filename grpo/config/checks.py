@@ -87,6 +87,17 @@ def check(cfg: RunConfig, *, grpo_steps: int, warmup_steps: int, domains_of: Cal
     if a.clip_range_high is not None:
         _positive("algorithm.clip_range_high", a.clip_range_high)
     _positive("algorithm.adv_eps", a.adv_eps)
+    if a.dual_clip is not None:
+        _require(a.dual_clip > 1, "algorithm.dual_clip", a.dual_clip, "must be > 1")
+    _at_least("algorithm.num_iterations", a.num_iterations, 1)
+    _one_of("algorithm.ratio_level", a.ratio_level, ("token", "sequence"))
+    _one_of("algorithm.kl_ctrl", a.kl_ctrl, ("fixed", "adaptive"))
+    _positive("algorithm.kl_target", a.kl_target)
+    _at_least("algorithm.kl_horizon", a.kl_horizon, 1)
+    _at_least("algorithm.max_try_make_batch", a.max_try_make_batch, 1)
+    _at_least("algorithm.entropy_coef", a.entropy_coef, 0)
+    _require(0 < a.top_entropy_quantile <= 1, "algorithm.top_entropy_quantile", a.top_entropy_quantile, "must be in (0, 1]")
+    _one_of("reward.aggregation", cfg.reward.aggregation, ("sum_then_normalize", "normalize_then_sum"))
     _one_of("algorithm.rce.candidates", a.rce.candidates, RCE_CANDIDATES)
     _at_least("algorithm.rce.num_candidates", a.rce.num_candidates, 1)
     _positive("algorithm.rce.tau", a.rce.tau)

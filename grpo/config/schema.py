@@ -70,6 +70,8 @@ class RewardConfig:
     # weighted: sum_k weights[k] * component_k.  lever: alpha * quality + beta * correctness.
     # tiered: seed 003's 5-tier reward (grpo/rewards/tiered.py), one value of `tiers` per completion.
     type: str = "weighted"  # weighted | lever | tiered
+    # How components combine: weighted sum of raw values, or each normalised within its group first (GDPO).
+    aggregation: str = "sum_then_normalize"  # sum_then_normalize | normalize_then_sum
     weights: Dict[str, float] = field(default_factory=lambda: {"correctness": 1.0})
     # Your own reward functions (TRL's contract): name -> "package.module:function"; weight them in `weights`.
     custom: Dict[str, str] = field(default_factory=dict)
@@ -126,16 +128,36 @@ class RceConfig:
 
 @dataclass
 class AlgorithmConfig:
+    """The GRPO family's knobs, named as TRL / verl / EasyR1 name them (see conf/algorithm/*.yaml)."""
+
     name: str = "grpo"
-    adv_estimator: str = "grpo"
-    scale_rewards: str = "group"  # group | batch | none
+    # advantages
+    adv_estimator: str = "grpo"  # grpo | rloo | reinforce_pp | reinforce_pp_baseline
+    scale_rewards: str = "group"  # group | batch | none (Dr. GRPO)
     adv_eps: float = 1.0e-4
-    clip_range: float = 0.2
-    clip_range_high: Optional[float] = None
-    loss_agg: str = "seq-mean-token-mean"
-    use_kl_loss: bool = True
-    kl_beta: float = 0.04
-    kl_estimator: str = "k3"
+    # surrogate
+    clip_range: float = 0.2  # epsilon (low)
+    clip_range_high: Optional[float] = None  # DAPO clip-higher; null: = clip_range
+    dual_clip: Optional[float] = None  # c > 1 bounds the loss of negative-advantage tokens (verl clip_ratio_c)
+    num_iterations: int = 1  # PPO epochs over one rollout batch (mu); old log-probs kept from the rollout
+    ratio_level: str = "token"  # token | sequence (GSPO)
+    loss_agg: str = "seq-mean-token-mean"  # token-mean | seq-mean-token-mean | seq-mean-token-sum | seq-mean-token-sum-norm
+    # KL to the reference
+    use_kl_loss: bool = True  # true: a loss term; false: a penalty subtracted from the reward
+    kl_beta: float = 0.04  # 0 skips the reference forward entirely
+    kl_estimator: str = "k3"  # k1 | k2 | k3 | abs | k1+ | k3+ (verl: kl, mse, low_var_kl, ...)
+    kl_bias_correction: bool = False  # multiply the KL estimate by the ratio (TRL use_bias_correction_kl)
+    kl_ctrl: str = "fixed"  # fixed | adaptive (PPO's controller: kl_beta moves towards kl_target)
+    kl_target: float = 0.05  # adaptive: the KL to hold (the seeds watch 0.01-0.1)
+    kl_horizon: int = 10000
+    # sampling and filters
+    mask_truncated: bool = False  # completions without EOS contribute no loss (DAPO overlong filtering)
+    dynamic_sampling: bool = False  # drop groups with equal rewards and refill (DAPO; EasyR1 online_filtering)
+    filter_low: Optional[float] = None  # also drop groups whose mean reward is <= this
+    filter_high: Optional[float] = None  # ... or >= this
+    max_try_make_batch: int = 20  # refill attempts before training on what was kept
+    entropy_coef: float = 0.0  # entropy bonus
+    top_entropy_quantile: float = 1.0  # train only on this fraction of highest-entropy tokens (1.0: all)
     rce: RceConfig = field(default_factory=RceConfig)
 
 

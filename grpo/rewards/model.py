@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
+from grpo.algorithms.rewards_agg import combine_rewards
 from grpo.config.schema import RewardConfig
 from grpo.rewards.components import resolve
 
@@ -18,6 +20,14 @@ class Scores:
     total: torch.Tensor  # [N]
     components: dict[str, torch.Tensor]  # name -> [N], raw (unweighted)
     errors: int  # completions whose reward raised (scored 0)
+
+    def select(self, rows: torch.Tensor) -> "Scores":
+        return Scores(self.total[rows], {k: v[rows] for k, v in self.components.items()}, self.errors)
+
+    @staticmethod
+    def concat(parts: list["Scores"]) -> "Scores":
+        return Scores(torch.cat([p.total for p in parts]), {k: torch.cat([p.components[k] for p in parts]) for k in parts[0].components},
+                      sum(p.errors for p in parts))
 
 
 class RewardModel:
@@ -43,6 +53,7 @@ class RewardModel:
             if getattr(cfg, key, None) is not None:
                 self.options[key] = getattr(cfg, key)
         self.errors_seen: set[str] = set()
+        self.aggregation = cfg.aggregation
         self.functions = {name: resolve(name, dict(cfg.custom)) for name in self.weights}
 
     @property
@@ -70,11 +81,14 @@ class RewardModel:
                                     name, type(exc).__name__, exc)
             return values, errors
 
-    def __call__(self, prompts: list[str], completions: list[str], **columns) -> Scores:
+    def __call__(self, prompts: list[str], completions: list[str], group_size: Optional[int] = None, **columns) -> Scores:
         components, errors = {}, 0
         for name in self.weights:
             values, n_err = self._run(name, prompts, completions, columns)
             components[name] = torch.tensor(values, dtype=torch.float32)
             errors += n_err
-        total = sum((w * components[n] for n, w in self.weights.items()), torch.zeros(len(completions)))
+        if self.aggregation == "normalize_then_sum" and group_size:  # each component normalised in its group first
+            total = combine_rewards(components, self.weights, mode="normalize_then_sum", group_size=group_size)
+        else:
+            total = sum((w * components[n] for n, w in self.weights.items()), torch.zeros(len(completions)))
         return Scores(total=total, components=components, errors=errors)

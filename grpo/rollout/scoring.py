@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from grpo.rollout import merged
+
 
 def sequence_inputs(prompt_ids, prompt_mask, completion_ids, completion_mask):
     """Prompt and completion as one batch, with position ids that skip the left padding."""
@@ -14,7 +16,20 @@ def sequence_inputs(prompt_ids, prompt_mask, completion_ids, completion_mask):
 
 
 def completion_logits(model: torch.nn.Module, prompt_ids, prompt_mask, completion_ids, completion_mask) -> torch.Tensor:
-    """Logits that predict each completion token: [N, C, V]."""
+    """Logits that predict each completion token: [N, C, V].
+
+    Plain Qwen2/Llama models (peft LoRA or not) run on grpo/rollout/merged.py: the same numbers
+    without transformers' and peft's module overhead, each distinct prompt once per group, and
+    the reference (adapter disabled) on the base weights directly. Others: `model(...)`.
+    """
+    if merged.supports(model):
+        weights = merged.snapshot(model)
+        return merged.completion_logits(weights, prompt_ids, prompt_mask, completion_ids, completion_mask)
+    return model_completion_logits(model, prompt_ids, prompt_mask, completion_ids, completion_mask)
+
+
+def model_completion_logits(model: torch.nn.Module, prompt_ids, prompt_mask, completion_ids, completion_mask) -> torch.Tensor:
+    """`completion_logits` through the model's own forward (any model, DDP-wrapped included)."""
     input_ids, attention, position_ids = sequence_inputs(prompt_ids, prompt_mask, completion_ids, completion_mask)
     c = completion_ids.size(1)
     # Only the last C + 1 positions feed the LM head: the prompt's logits are never needed.

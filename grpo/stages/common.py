@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, ContextManager, Sequence
+from typing import Any, Callable, ContextManager, Optional, Sequence
 
 import torch
 from accelerate import Accelerator
 from transformers import PreTrainedTokenizerBase
 
-from grpo.algorithms.losses import token_log_probs
+from grpo.algorithms.losses import entropy_from_logits, token_log_probs
 from grpo.config.derived import Derived
 from grpo.config.schema import RunConfig
 from grpo.rewards.model import RewardModel, Scores
@@ -31,6 +31,7 @@ class RunContext:
     task: Task
     reference: Callable[[], ContextManager[torch.nn.Module]]
     max_new_tokens: int  # generation.max_new_tokens bounded by the model's context
+    kl_ctrl: Optional[Any] = None  # AdaptiveKLController when algorithm.kl_ctrl=adaptive
 
     @property
     def sampler_model(self) -> torch.nn.Module:
@@ -51,7 +52,7 @@ def sequence_logprobs(model: torch.nn.Module, rollout: Rollout, temperature: flo
 def score(ctx: RunContext, examples: Sequence[Example], prompts: list[str], rollout: Rollout, repeats: int,
           logp: torch.Tensor | None = None) -> Scores:
     """Rewards of a rollout whose rows are each example repeated `repeats` times."""
-    return ctx.reward_model(prompts, rollout.texts, **reward_columns(ctx, examples, prompts, rollout, repeats, logp))
+    return ctx.reward_model(prompts, rollout.texts, group_size=repeats, **reward_columns(ctx, examples, prompts, rollout, repeats, logp))
 
 
 def reward_columns(ctx: RunContext, examples: Sequence[Example], prompts: list[str], rollout: Rollout, repeats: int,
@@ -87,9 +88,43 @@ def chunks(n: int, parts: int) -> list[slice]:
     return [slice(bounds[i], bounds[i + 1]) for i in range(parts)]
 
 
-def take(rollout: Rollout, rows: slice) -> Rollout:
+def take(rollout: Rollout, rows: slice | torch.Tensor) -> Rollout:
+    """Rows of a rollout, by slice or by an index tensor."""
+    texts = rollout.texts[rows] if isinstance(rows, slice) else [rollout.texts[i] for i in rows.tolist()]
     return Rollout(rollout.prompt_ids[rows], rollout.prompt_mask[rows], rollout.completion_ids[rows],
-                   rollout.completion_mask[rows], rollout.truncated[rows], rollout.texts[rows])
+                   rollout.completion_mask[rows], rollout.truncated[rows], texts)
+
+
+def concat_rollouts(parts: Sequence[Rollout], pad_id: int) -> Rollout:
+    """Stack rollouts of different widths: prompts padded on the left, completions on the right."""
+    P = max(r.prompt_ids.size(1) for r in parts)
+    C = max(r.completion_ids.size(1) for r in parts)
+
+    def left(t, width, value):
+        return torch.nn.functional.pad(t, (width - t.size(1), 0), value=value)
+
+    def right(t, width, value):
+        return torch.nn.functional.pad(t, (0, width - t.size(1)), value=value)
+
+    return Rollout(torch.cat([left(r.prompt_ids, P, pad_id) for r in parts]), torch.cat([left(r.prompt_mask, P, 0) for r in parts]),
+                   torch.cat([right(r.completion_ids, C, pad_id) for r in parts]),
+                   torch.cat([right(r.completion_mask, C, 0) for r in parts]),
+                   torch.cat([r.truncated for r in parts]), [t for r in parts for t in r.texts])
+
+
+def logprobs_and_entropy(model: torch.nn.Module, rollout: Rollout, temperature: float,
+                         with_grad_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """[N, C] log-probs of the completion tokens and the policy's entropy at each position.
+
+    The entropy carries a gradient only when an entropy bonus trains on it; otherwise it is
+    computed without one, for the logs and the top-entropy token mask.
+    """
+    logits = completion_logits(model, rollout.prompt_ids, rollout.prompt_mask, rollout.completion_ids, rollout.completion_mask)
+    logp = token_log_probs(logits, rollout.completion_ids, temperature)
+    if with_grad_entropy:
+        return logp, entropy_from_logits(logits, temperature=temperature)
+    with torch.no_grad():
+        return logp, entropy_from_logits(logits.detach(), temperature=temperature)
 
 
 def update(ctx: RunContext, loss: torch.Tensor, optimizer, scheduler, losses_finite: bool) -> tuple[float, bool]:

@@ -105,7 +105,7 @@ def rce_step(ctx: RunContext, batch: Sequence[Example], optimizer, scheduler) ->
             logp = sequence_logprobs(ctx.policy, part, 1.0)
             loss = rce_loss(logp, part.completion_mask, weights[rows], length_normalize=cfg.algorithm.rce.length_normalize,
                             num_groups=len(examples) / len(parts))
-            finite = finite and math.isfinite(float(loss))
+            finite = finite and math.isfinite(loss.item())
             grad_norm, stepped = update(ctx, loss, optimizer, scheduler, finite)
         total_loss += loss.item() / len(parts)
     metrics = {

@@ -1,0 +1,333 @@
+"""`python -m grpo.bench`: time GRPO steps on a fixed workload; `--vs trl` times TRL's on the same.
+
+    python -m grpo.bench --model tiny                      # our step, 3 runs
+    python -m grpo.bench --model small --vs trl --repeats 5
+
+Ours is the real step: the components come from `Recipe.setup` on a composed config and each
+step is `grpo.stages.grpo.grpo_step`. TRL's is `GRPOTrainer` on the identical workload: the same
+model (built from the same config and tokenizer), LoRA, prompts x group, completion length,
+KL, loss and optimizer. Every completion is forced to the full `--new-tokens` (EOS is not
+sampled before then, `min_new_tokens` in both), so both generate the same number of tokens.
+
+Each run is its own process (`--worker`), interleaved ours, TRL, ours, TRL...; the machine's
+speed drifts between processes, so ratios are taken pair by pair and their median reported.
+Phases of our step: generation, reference forward, policy forward (with the loss), backward,
+optimizer (clip + step). Peak memory is the process's peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+PHASES = ("generation", "reference_forward", "policy_forward", "backward", "optimizer", "other")
+
+
+# ---------------------------------------------------------------- the workload
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m grpo.bench", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="tiny", choices=["tiny", "small"], help="conf/model size (default tiny)")
+    p.add_argument("--prompts", type=int, default=8, help="prompts per step (default 8)")
+    p.add_argument("--group", type=int, default=4, help="completions per prompt (default 4)")
+    p.add_argument("--new-tokens", type=int, default=8, help="tokens generated per completion, all of them (default 8)")
+    p.add_argument("--lora-rank", type=int, default=8, help="LoRA rank on q/k/v/o; alpha = 2 x rank (default 8)")
+    p.add_argument("--kl", action=argparse.BooleanOptionalAction, default=True, help="k3 KL at beta 0.04 (default on)")
+    p.add_argument("--steps", type=int, default=20, help="timed steps per run (default 20)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
+    p.add_argument("--repeats", type=int, default=3, help="runs (processes) per implementation (default 3)")
+    p.add_argument("--vs", choices=["trl"], default=None, help="also run TRL's GRPOTrainer, interleaved")
+    p.add_argument("--engine", choices=["recipe", "hf", "merged"], default="recipe",
+                   help="ours: the rollout engine Recipe.setup builds (default), or HFGenerateEngine / MergedEngine")
+    p.add_argument("--plain-decoder", action=argparse.BooleanOptionalAction, default=True,
+                   help="ours: score (and sample) on grpo/rollout/merged.py where the model allows (default on)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads in every run (default: torch's)")
+    p.add_argument("--json", dest="json_path", default=None, help="also write the JSON result to this file")
+    p.add_argument("--worker", choices=["ours", "trl"], default=None, help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def overrides(args: argparse.Namespace, out_dir: str) -> list[str]:
+    """The workload as config overrides of `python -m grpo.run`."""
+    return [
+        f"model={args.model}", "task=numgame", "logger=none", "trainer.resume=never", f"trainer.output_dir={out_dir}",
+        f"rollout.batch_size={args.prompts}", f"rollout.group_size={args.group}",
+        f"generation.max_new_tokens={args.new_tokens}", "generation.temperature=1.0", "generation.top_p=1.0",
+        "generation.top_k=0", f"lora.rank={args.lora_rank}", f"lora.alpha={2 * args.lora_rank}",
+        "lora.target_modules=[q_proj,k_proj,v_proj,o_proj]", "algorithm.use_kl_loss=true",
+        f"algorithm.kl_beta={0.04 if args.kl else 0.0}", "algorithm.kl_estimator=k3", "algorithm.clip_range=0.2",
+        "algorithm.loss_agg=seq-mean-token-mean", "schedule.rce_epochs=0", "schedule.temperature.enabled=false",
+        f"trainer.max_steps={args.warmup + args.steps}", "trainer.gradient_accumulation_steps=1",
+        *([f"trainer.threads={args.threads}"] if args.threads else []),
+    ]
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+# ---------------------------------------------------------------- ours
+def run_ours(args: argparse.Namespace) -> dict:
+    """Time `grpo_step` on components built by `Recipe.setup`; phases from hooks around the real calls."""
+    import torch
+
+    from grpo.config.compose import compose
+    from grpo.optim import build_optimizer, build_scheduler
+    from grpo.recipe import Recipe
+    from grpo.rollout import merged
+    from grpo.rollout.engine import HFGenerateEngine, MergedEngine
+    from grpo.stages.grpo import grpo_step
+
+    with tempfile.TemporaryDirectory(prefix="grpo-bench-") as out_dir:
+        comp = compose(overrides(args, out_dir))
+        recipe = Recipe(comp, run_dir=out_dir, tags={})
+        recipe.setup()
+        ctx, acc, cfg = recipe.ctx, recipe.accelerator, comp.cfg
+        if args.engine != "recipe":
+            ctx.engine = (HFGenerateEngine if args.engine == "hf" else MergedEngine)(ctx.tokenizer)
+        merged.ENABLED = args.plain_decoder
+        if not hasattr(ctx.engine, "min_new_tokens"):
+            raise SystemExit(f"{type(ctx.engine).__name__} cannot force full-length completions (no min_new_tokens)")
+        ctx.engine.min_new_tokens = args.new_tokens  # fixed workload: no EOS before --new-tokens
+        opt = build_optimizer(ctx.policy.parameters(), cfg.trainer.optim, cfg.schedule.grpo_lr)
+        sched = build_scheduler(opt, total_steps=recipe.derived.grpo_steps, warmup_steps=0,
+                                decay=cfg.schedule.lr_scheduler, min_ratio=cfg.schedule.min_lr_ratio)
+        opt, sched = acc.prepare(opt, sched)
+
+        cuda = acc.device.type == "cuda"
+        sync = torch.cuda.synchronize if cuda else (lambda: None)
+        spent = {"backward": 0.0, "optimizer": 0.0}
+
+        def timed(name, fn):
+            def wrapper(*a, **kw):
+                sync()
+                t = time.perf_counter()
+                out = fn(*a, **kw)
+                sync()
+                spent[name] += time.perf_counter() - t
+                return out
+            return wrapper
+
+        # The accelerator's backward and clip, and the optimizer's step, are what grpo_step calls.
+        acc.backward = timed("backward", acc.backward)
+        acc.clip_grad_norm_ = timed("optimizer", acc.clip_grad_norm_)
+        opt.step = timed("optimizer", opt.step)
+
+        steps, tokens = [], []
+        for i in range(args.warmup + args.steps):
+            batch = recipe.sampler.next_batch(cfg.rollout.batch_size)
+            spent.update(backward=0.0, optimizer=0.0)
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
+            sync()
+            t0 = time.perf_counter()
+            metrics, _ = grpo_step(ctx, batch, i, opt, sched)
+            sync()
+            total = time.perf_counter() - t0
+            if i < args.warmup:
+                continue
+            gen, ref, train = metrics["time/generate"], metrics["time/reference"], metrics["time/train"]
+            policy_fwd = train - spent["backward"] - spent["optimizer"]
+            steps.append({"step": total, "generation": gen, "reference_forward": ref, "policy_forward": policy_fwd,
+                          "backward": spent["backward"], "optimizer": spent["optimizer"],
+                          "other": total - gen - ref - train})
+            tokens.append(metrics["train/completion_len/mean"] * metrics["train/num_samples"])
+        result = summarize("ours", steps, tokens)
+        if cuda:
+            result["peak_cuda_mib"] = torch.cuda.max_memory_allocated() / 2**20
+        result["engine"] = type(ctx.engine).__name__
+        return result
+
+
+# ---------------------------------------------------------------- TRL
+def run_trl(args: argparse.Namespace) -> dict:
+    """TRL's GRPOTrainer on the same model, data, LoRA and loss; steps timed by a callback."""
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from grpo.config.compose import compose
+    from grpo.models.load import load_model
+    from grpo.rewards.components import correctness
+    from grpo.tasks.registry import build_task
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory(prefix="grpo-bench-trl-") as out_dir:
+        cfg = compose(overrides(args, out_dir)).cfg
+        torch.manual_seed(cfg.seed)
+        model, tokenizer = load_model(cfg.model)
+        task = build_task(cfg.task)
+        data = Dataset.from_list([{"prompt": ex.prompt, "answer": ex.answer, "answer_pattern": task.answer_pattern}
+                                  for ex in task.train])
+        lora = cfg.lora
+        peft_cfg = LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                              target_modules=list(lora.target_modules), task_type="CAUSAL_LM")
+        a = cfg.algorithm
+        targs = GRPOConfig(
+            output_dir=out_dir, per_device_train_batch_size=args.prompts * args.group, num_generations=args.group,
+            gradient_accumulation_steps=1, max_completion_length=args.new_tokens,
+            generation_kwargs={"min_new_tokens": args.new_tokens}, temperature=1.0, top_p=1.0, top_k=0,
+            beta=a.kl_beta, epsilon=a.clip_range, loss_type="grpo", scale_rewards="group", num_iterations=1,
+            learning_rate=cfg.schedule.grpo_lr, lr_scheduler_type=cfg.schedule.lr_scheduler, warmup_steps=0,
+            max_grad_norm=cfg.trainer.max_grad_norm, optim="adamw_torch", weight_decay=0.0,
+            max_steps=args.warmup + args.steps, bf16=False, use_cpu=True, gradient_checkpointing=False,
+            logging_strategy="no", save_strategy="no", report_to="none", disable_tqdm=True, seed=cfg.seed,
+            dataloader_num_workers=0,
+        )
+
+        def reward(prompts, completions, answer, answer_pattern, **_):
+            return correctness(prompts, completions, answer=answer, answer_pattern=answer_pattern)
+
+        trainer = GRPOTrainer(model=model, reward_funcs=reward, args=targs, train_dataset=data,
+                              processing_class=tokenizer, peft_config=peft_cfg)
+        spent = {"generation": 0.0}
+        generate = trainer.model.generate
+
+        def timed_generate(*a, **kw):
+            t = time.perf_counter()
+            out = generate(*a, **kw)
+            spent["generation"] += time.perf_counter() - t
+            return out
+        trainer.model.generate = timed_generate
+
+        steps: list[dict] = []
+
+        class StepTimer(TrainerCallback):
+            def on_step_begin(self, *_, **__):
+                spent["generation"] = 0.0
+                self.t0 = time.perf_counter()
+
+            def on_step_end(self, _args, state, *__, **___):
+                total = time.perf_counter() - self.t0
+                if state.global_step > args.warmup:
+                    steps.append({"step": total, "generation": spent["generation"], "other": total - spent["generation"]})
+
+        trainer.add_callback(StepTimer())
+        trainer.train()
+    tokens = [args.prompts * args.group * args.new_tokens] * len(steps)
+    return summarize("trl", steps, tokens)
+
+
+# ---------------------------------------------------------------- results
+def summarize(impl: str, steps: list[dict], tokens: list[float]) -> dict:
+    med = statistics.median
+    step = med(s["step"] for s in steps)
+    phases = {k: med(s[k] for s in steps) for k in PHASES if k in steps[0]}
+    gen_tokens = med(tokens)
+    return {
+        "impl": impl,
+        "steps": len(steps),
+        "step_time_s": step,
+        "step_times_s": [s["step"] for s in steps],
+        "phases_s": phases,
+        "generated_tokens_per_step": gen_tokens,
+        "tokens_per_s": gen_tokens / step,
+        "generation_tokens_per_s": gen_tokens / phases["generation"] if phases.get("generation") else None,
+        "peak_rss_mib": peak_rss_mib(),
+    }
+
+
+def spawn(impl: str, argv: list[str]) -> dict:
+    """One run in its own process; its last stdout line is the result as JSON."""
+    proc = subprocess.run([sys.executable, "-m", "grpo.bench", *argv, "--worker", impl], capture_output=True, text=True,
+                          env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    if proc.returncode != 0:
+        raise SystemExit(f"{impl} run failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def worker_argv(argv: list[str]) -> list[str]:
+    """The parent's flags minus those only the parent reads."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in ("--vs", "--repeats", "--json"):
+            skip = True
+        elif not arg.startswith(("--vs=", "--repeats=", "--json=")):
+            out.append(arg)
+    return out
+
+
+def aggregate(runs: list[dict]) -> dict:
+    med = statistics.median
+    phases = {k: med(r["phases_s"][k] for r in runs) for k in runs[0]["phases_s"]}
+    return {
+        "runs": len(runs),
+        "step_time_s": med(r["step_time_s"] for r in runs),
+        "run_step_times_s": [r["step_time_s"] for r in runs],
+        "tokens_per_s": med(r["tokens_per_s"] for r in runs),
+        "generation_tokens_per_s": med(r["generation_tokens_per_s"] for r in runs) if runs[0]["generation_tokens_per_s"] else None,
+        "phases_s": phases,
+        "peak_rss_mib": max(r["peak_rss_mib"] for r in runs),
+        **({"engine": runs[0]["engine"]} if "engine" in runs[0] else {}),
+    }
+
+
+def table(result: dict) -> str:
+    w = result["workload"]
+    lines = [f"workload: model={w['model']} prompts={w['prompts']} group={w['group']} new_tokens={w['new_tokens']} "
+             f"lora_rank={w['lora_rank']} kl={w['kl']} steps={w['steps']} (+{w['warmup']} warm-up) repeats={w['repeats']}",
+             "", "| | ours | trl |" if "trl" in result else "| | ours |", "|---|---|---|" if "trl" in result else "|---|---|"]
+    impls = [k for k in ("ours", "trl") if k in result]
+
+    def row(label, fn):
+        lines.append(f"| {label} | " + " | ".join(fn(result[k]) for k in impls) + " |")
+
+    def ms(x):
+        return "-" if x is None else f"{1000 * x:.1f} ms"
+
+    row("median step", lambda r: ms(r["step_time_s"]))
+    row("generated tokens/s (step)", lambda r: f"{r['tokens_per_s']:.0f}")
+    row("generated tokens/s (generation)", lambda r: "-" if not r["generation_tokens_per_s"] else f"{r['generation_tokens_per_s']:.0f}")
+    for phase in PHASES:
+        row(f"  {phase.replace('_', ' ')}", lambda r: ms(r["phases_s"].get(phase)))
+    row("peak RSS", lambda r: f"{r['peak_rss_mib']:.0f} MiB")
+    if "pairs" in result:
+        lines += ["", "ours / trl pair by pair: " + ", ".join(f"{p['ratio']:.3f}" for p in result["pairs"]),
+                  f"median ratio: {result['median_ratio']:.3f}  (TRL / ours: {1 / result['median_ratio']:.2f}x)"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict | None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    if args.worker:
+        result = run_ours(args) if args.worker == "ours" else run_trl(args)
+        print(json.dumps(result))
+        return result
+    impls = ["ours", "trl"] if args.vs == "trl" else ["ours"]
+    runs: dict[str, list[dict]] = {k: [] for k in impls}
+    for i in range(args.repeats):
+        for impl in impls:  # interleaved: ours, trl, ours, trl...
+            runs[impl].append(spawn(impl, worker_argv(argv)))
+            print(f"run {i + 1}/{args.repeats} {impl}: {1000 * runs[impl][-1]['step_time_s']:.1f} ms/step", file=sys.stderr)
+    result: dict = {"workload": {k: getattr(args, k) for k in ("model", "prompts", "group", "new_tokens", "lora_rank", "kl",
+                                                                 "steps", "warmup", "repeats", "threads", "engine",
+                                                                 "plain_decoder")}}
+    for impl in impls:
+        result[impl] = aggregate(runs[impl])
+    if "trl" in runs:
+        result["pairs"] = [{"ours_s": o["step_time_s"], "trl_s": t["step_time_s"], "ratio": o["step_time_s"] / t["step_time_s"]}
+                           for o, t in zip(runs["ours"], runs["trl"])]
+        result["median_ratio"] = statistics.median(p["ratio"] for p in result["pairs"])
+    print(table(result))
+    print(json.dumps(result))
+    if args.json_path:
+        with open(args.json_path, "w") as f:
+            json.dump(result, f, indent=2)
+    return result
+
+
+if __name__ == "__main__":
+    main()
