@@ -12,11 +12,14 @@ from typing import Any, Callable, Iterable
 from grpo.config.errors import ConfigError
 from grpo.config.schema import RunConfig
 
-ADV_ESTIMATORS = ("grpo", "rloo", "reinforce_pp", "reinforce_pp_baseline")
-SCALE_REWARDS = ("group", "batch", "none")
-LOSS_AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm")
-KL_ESTIMATORS = ("k1", "k2", "k3", "abs", "k1+", "k3+", "kl", "mse", "low_var_kl", "low_var_kl+")
-LR_SCHEDULERS = ("constant", "linear", "cosine")
+from grpo.algorithms.advantages import ADVANTAGE_ESTIMATORS as ADV_ESTIMATORS
+from grpo.algorithms.advantages import SCALE_REWARDS
+from grpo.algorithms.kl import _VERL_ALIASES, KL_ESTIMATORS as _KL
+from grpo.algorithms.losses import LOSS_AGG_MODES, RATIO_LEVELS
+from grpo.algorithms.rewards_agg import AGGREGATION_MODES
+from grpo.schedules import LR_DECAYS as LR_SCHEDULERS
+
+KL_ESTIMATORS = (*_KL, *_VERL_ALIASES)
 ARCHITECTURES = ("qwen2", "llama")
 LOGGER_BACKENDS = ("mlflow", "none")
 REWARD_TYPES = ("weighted", "lever", "tiered")
@@ -90,14 +93,14 @@ def check(cfg: RunConfig, *, grpo_steps: int, warmup_steps: int, domains_of: Cal
     if a.dual_clip is not None:
         _require(a.dual_clip > 1, "algorithm.dual_clip", a.dual_clip, "must be > 1")
     _at_least("algorithm.num_iterations", a.num_iterations, 1)
-    _one_of("algorithm.ratio_level", a.ratio_level, ("token", "sequence"))
+    _one_of("algorithm.ratio_level", a.ratio_level, RATIO_LEVELS)
     _one_of("algorithm.kl_ctrl", a.kl_ctrl, ("fixed", "adaptive"))
     _positive("algorithm.kl_target", a.kl_target)
     _at_least("algorithm.kl_horizon", a.kl_horizon, 1)
     _at_least("algorithm.max_try_make_batch", a.max_try_make_batch, 1)
     _at_least("algorithm.entropy_coef", a.entropy_coef, 0)
     _require(0 < a.top_entropy_quantile <= 1, "algorithm.top_entropy_quantile", a.top_entropy_quantile, "must be in (0, 1]")
-    _one_of("reward.aggregation", cfg.reward.aggregation, ("sum_then_normalize", "normalize_then_sum"))
+    _one_of("reward.aggregation", cfg.reward.aggregation, AGGREGATION_MODES)
     _one_of("algorithm.rce.candidates", a.rce.candidates, RCE_CANDIDATES)
     _at_least("algorithm.rce.num_candidates", a.rce.num_candidates, 1)
     _positive("algorithm.rce.tau", a.rce.tau)
