@@ -114,6 +114,8 @@ class Recipe:
         run_id = resume_state.get("mlflow_run_id") if resume_state else None
         self.tracker = (build_tracker(cfg.logger, self.derived.run_name, self.tags, self.output_dir, resume_run_id=run_id)
                         if acc.is_main_process else SafeTracker(NullTracker(), os.path.join(self.output_dir, f".rank{acc.process_index}")))
+        if self.trial is not None and self.tracker.run_id:  # lets a restarted sweep close this run if we die
+            self.trial.set_user_attr("mlflow_run_id", self.tracker.run_id)
         self.resume_training = ckpt.load_training(resume_path) if resume_path else None
         if resume_state:
             self._restore_progress(resume_state)

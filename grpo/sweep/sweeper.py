@@ -243,6 +243,7 @@ class OptunaSweeper(Sweeper):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
 
+        self._start_mlflow_parent(study, space)  # first: closing stale trials also closes their MLflow runs
         if self.fail_stale_trials:
             self._fail_stale_trials(study)
         counts = self._counts(study)
@@ -263,7 +264,6 @@ class OptunaSweeper(Sweeper):
         )
         log.info("Search space: %s", {k: str(v) for k, v in space.distributions.items()})
 
-        self._start_mlflow_parent(study, space)
         returns: List[Sequence[JobReturn]] = []
         failures = 0
         ran = 0
@@ -457,6 +457,9 @@ class OptunaSweeper(Sweeper):
                 lambda: storage.set_trial_user_attr(frozen._trial_id, "fail_reason", why[:2000])
             )
             _tell(study, number, state=TrialState.FAIL)
+            run_id = frozen.user_attrs.get("mlflow_run_id")
+            if run_id and self._mlflow:  # the killed job could not close its own MLflow run
+                self._mlflow[0].set_terminated(run_id, status="KILLED")
             if interrupted and frozen.params:
                 study.enqueue_trial(dict(frozen.params), user_attrs={"retry_of": number})
                 log.warning("Trial %d marked FAIL (%s); its params are queued again", number, why)
@@ -606,8 +609,9 @@ class OptunaSweeper(Sweeper):
         uri = OmegaConf.select(cfg, "logger.tracking_uri")
         experiment = OmegaConf.select(cfg, "logger.experiment") or "Default"
         client = MlflowClient(tracking_uri=uri)
-        exp = client.get_experiment_by_name(experiment)
-        exp_id = exp.experiment_id if exp is not None else client.create_experiment(experiment)
+        from grpo.tracking.mlflow_run import experiment_id
+
+        exp_id = experiment_id(client, uri, experiment)
 
         name = str(self.resolved_study_name)
         sweep = OmegaConf.select(self.config, "hydra.runtime.choices.sweep") or name

@@ -25,20 +25,22 @@ def _artifact_root(uri: str) -> Optional[str]:
     return os.path.join(db_dir, "mlartifacts")
 
 
+def experiment_id(client, uri: str, name: str) -> str:
+    """The experiment's id, created (with its artifacts beside a SQLite store) when missing."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    artifact_root = _artifact_root(uri)
+    return client.create_experiment(name, artifact_location=os.path.join(artifact_root, name) if artifact_root else None)
+
+
 class MlflowTracker:
     def __init__(self, cfg: LoggerConfig, run_name: str, tags: Mapping[str, str], resume_run_id: Optional[str] = None):
         from mlflow.tracking import MlflowClient
         from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
-        artifact_root = _artifact_root(cfg.tracking_uri)
         self.client = MlflowClient(tracking_uri=cfg.tracking_uri)
-        experiment = self.client.get_experiment_by_name(cfg.experiment)
-        if experiment is None:
-            location = os.path.join(artifact_root, cfg.experiment) if artifact_root else None
-            experiment_id = self.client.create_experiment(cfg.experiment, artifact_location=location)
-        else:
-            experiment_id = experiment.experiment_id
-        self.experiment_id = experiment_id
+        self.experiment_id = experiment_id(self.client, cfg.tracking_uri, cfg.experiment)
         self.existing_params: dict[str, str] = {}
         if resume_run_id:  # a resumed run continues its own MLflow run
             run = self.client.get_run(resume_run_id)
@@ -49,7 +51,7 @@ class MlflowTracker:
         all_tags = {MLFLOW_RUN_NAME: run_name, **{k: str(v) for k, v in tags.items()}, **dict(cfg.tags)}
         if cfg.parent_run_id:
             all_tags[MLFLOW_PARENT_RUN_ID] = cfg.parent_run_id
-        self.run_id = self.client.create_run(experiment_id, run_name=run_name, tags=all_tags).info.run_id
+        self.run_id = self.client.create_run(self.experiment_id, run_name=run_name, tags=all_tags).info.run_id
 
     def logged_until(self) -> dict[str, int]:
         """metric -> last step this run already holds (what a resumed run must not log again)."""
