@@ -34,7 +34,8 @@ PHASES = ("generation", "reference_forward", "policy_forward", "backward", "opti
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m grpo.bench", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="tiny", choices=["tiny", "small"], help="conf/model size (default tiny)")
+    p.add_argument("--model", nargs="+", default=["tiny"], choices=["tiny", "small"],
+                   help="conf/model size(s); several: all interleaved in one run, a table each (default tiny)")
     p.add_argument("--prompts", type=int, default=8, help="prompts per step (default 8)")
     p.add_argument("--group", type=int, default=4, help="completions per prompt (default 4)")
     p.add_argument("--new-tokens", type=int, default=8, help="tokens generated per completion, all of them (default 8)")
@@ -48,6 +49,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="ours: the rollout engine Recipe.setup builds (default), or HFGenerateEngine / MergedEngine")
     p.add_argument("--plain-decoder", action=argparse.BooleanOptionalAction, default=True,
                    help="ours: score (and sample) on grpo/rollout/merged.py where the model allows (default on)")
+    p.add_argument("--ladder", action="store_true",
+                   help="ours only: each speed change in turn, in one process, a step of each rung in turn")
     p.add_argument("--threads", type=int, default=None, help="torch threads in every run (default: torch's)")
     p.add_argument("--json", dest="json_path", default=None, help="also write the JSON result to this file")
     p.add_argument("--worker", choices=["ours", "trl"], default=None, help=argparse.SUPPRESS)
@@ -74,8 +77,22 @@ def peak_rss_mib() -> float:
 
 
 # ---------------------------------------------------------------- ours
+# --ladder: each rung adds one change to the rung before it; all rungs run in one process, a step
+# of each in turn, so the machine's drift hits them alike. The last rung is off by default.
+LADDER = {
+    "before": "HFGenerateEngine; policy/reference forwards through transformers + peft; peft disable_adapter()",
+    "adapter-switch": "+ the reference switches the LoRA layers off directly (grpo/models/lora.py)",
+    "plain-decoder": "+ policy and reference forwards on the plain decoder (grpo/rollout/merged.py)",
+    "shared-prompts": "+ a group's prompt runs once in forwards without dropout (the reference)",
+    "merged-engine": "+ MergedEngine: LoRA merged, KV-cached plain loop, prompts prefilled once (the default)",
+    "share-dropout": "+ prompts shared under LoRA dropout too (not the default: rows of a group share masks)",
+}
+
+
 def run_ours(args: argparse.Namespace) -> dict:
     """Time `grpo_step` on components built by `Recipe.setup`; phases from hooks around the real calls."""
+    import contextlib
+
     import torch
 
     from grpo.config.compose import compose
@@ -90,15 +107,37 @@ def run_ours(args: argparse.Namespace) -> dict:
         recipe = Recipe(comp, run_dir=out_dir, tags={})
         recipe.setup()
         ctx, acc, cfg = recipe.ctx, recipe.accelerator, comp.cfg
-        if args.engine != "recipe":
-            ctx.engine = (HFGenerateEngine if args.engine == "hf" else MergedEngine)(ctx.tokenizer)
-        merged.ENABLED = args.plain_decoder
-        if not hasattr(ctx.engine, "min_new_tokens"):
-            raise SystemExit(f"{type(ctx.engine).__name__} cannot force full-length completions (no min_new_tokens)")
-        ctx.engine.min_new_tokens = args.new_tokens  # fixed workload: no EOS before --new-tokens
+        engines = {"recipe": ctx.engine, "hf": HFGenerateEngine(ctx.tokenizer), "merged": MergedEngine(ctx.tokenizer)}
+        for engine in engines.values():
+            if not hasattr(engine, "min_new_tokens"):
+                raise SystemExit(f"{type(engine).__name__} cannot force full-length completions (no min_new_tokens)")
+            engine.min_new_tokens = args.new_tokens  # fixed workload: no EOS before --new-tokens
+        references = {"recipe": ctx.reference}
+        if cfg.lora.enabled:
+            policy = acc.unwrap_model(ctx.policy)
+
+            @contextlib.contextmanager
+            def peft_disable_adapter():
+                with policy.disable_adapter():
+                    yield policy
+            references["peft"] = peft_disable_adapter
+
+        def configure(rung: str | None) -> None:
+            """The engine, reference and plain-decoder switches of a rung (None: the flags)."""
+            if rung is None:
+                ctx.engine = engines[args.engine]
+                merged.ENABLED = args.plain_decoder
+                return
+            level = list(LADDER).index(rung)
+            ctx.engine = engines["merged" if level >= 4 else "hf"]
+            ctx.reference = references["peft" if level == 0 and "peft" in references else "recipe"]
+            merged.ENABLED = level >= 2
+            merged.SHARE_PROMPTS = level >= 3
+            merged.SHARE_PROMPT_UNDER_DROPOUT = level >= 5
+
         opt = build_optimizer(ctx.policy.parameters(), cfg.trainer.optim, cfg.schedule.grpo_lr)
-        sched = build_scheduler(opt, total_steps=recipe.derived.grpo_steps, warmup_steps=0,
-                                decay=cfg.schedule.lr_scheduler, min_ratio=cfg.schedule.min_lr_ratio)
+        sched = build_scheduler(opt, total_steps=recipe.derived.grpo_steps * (len(LADDER) if args.ladder else 1),
+                                warmup_steps=0, decay=cfg.schedule.lr_scheduler, min_ratio=cfg.schedule.min_lr_ratio)
         opt, sched = acc.prepare(opt, sched)
 
         cuda = acc.device.type == "cuda"
@@ -120,30 +159,36 @@ def run_ours(args: argparse.Namespace) -> dict:
         acc.clip_grad_norm_ = timed("optimizer", acc.clip_grad_norm_)
         opt.step = timed("optimizer", opt.step)
 
-        steps, tokens = [], []
+        rungs = list(LADDER) if args.ladder else [None]
+        record: dict = {rung: ([], [], None) for rung in rungs}
+        index = 0
         for i in range(args.warmup + args.steps):
-            batch = recipe.sampler.next_batch(cfg.rollout.batch_size)
-            spent.update(backward=0.0, optimizer=0.0)
-            if cuda:
-                torch.cuda.reset_peak_memory_stats()
-            sync()
-            t0 = time.perf_counter()
-            metrics, _ = grpo_step(ctx, batch, i, opt, sched)
-            sync()
-            total = time.perf_counter() - t0
-            if i < args.warmup:
-                continue
-            gen, ref, train = metrics["time/generate"], metrics["time/reference"], metrics["time/train"]
-            policy_fwd = train - spent["backward"] - spent["optimizer"]
-            steps.append({"step": total, "generation": gen, "reference_forward": ref, "policy_forward": policy_fwd,
-                          "backward": spent["backward"], "optimizer": spent["optimizer"],
-                          "other": total - gen - ref - train})
-            tokens.append(metrics["train/completion_len/mean"] * metrics["train/num_samples"])
-        result = summarize("ours", steps, tokens)
+            for rung in rungs:
+                configure(rung)
+                batch = recipe.sampler.next_batch(cfg.rollout.batch_size)
+                spent.update(backward=0.0, optimizer=0.0)
+                sync()
+                t0 = time.perf_counter()
+                metrics, _ = grpo_step(ctx, batch, index, opt, sched)
+                sync()
+                total = time.perf_counter() - t0
+                index += 1
+                if i < args.warmup:
+                    continue
+                gen, ref, train = metrics["time/generate"], metrics["time/reference"], metrics["time/train"]
+                policy_fwd = train - spent["backward"] - spent["optimizer"]
+                steps, tokens, _ = record[rung]
+                steps.append({"step": total, "generation": gen, "reference_forward": ref, "policy_forward": policy_fwd,
+                              "backward": spent["backward"], "optimizer": spent["optimizer"],
+                              "other": total - gen - ref - train})
+                tokens.append(metrics["train/completion_len/mean"] * metrics["train/num_samples"])
+                record[rung] = (steps, tokens, type(ctx.engine).__name__)
+        results = {rung: {**summarize(rung or "ours", steps, tokens), "engine": engine}
+                   for rung, (steps, tokens, engine) in record.items()}
         if cuda:
-            result["peak_cuda_mib"] = torch.cuda.max_memory_allocated() / 2**20
-        result["engine"] = type(ctx.engine).__name__
-        return result
+            for result in results.values():
+                result["peak_cuda_mib"] = torch.cuda.max_memory_allocated() / 2**20
+        return {"ladder": results} if args.ladder else results[None]
 
 
 # ---------------------------------------------------------------- TRL
@@ -237,26 +282,18 @@ def summarize(impl: str, steps: list[dict], tokens: list[float]) -> dict:
     }
 
 
-def spawn(impl: str, argv: list[str]) -> dict:
+def spawn(impl: str, args: argparse.Namespace, model: str) -> dict:
     """One run in its own process; its last stdout line is the result as JSON."""
-    proc = subprocess.run([sys.executable, "-m", "grpo.bench", *argv, "--worker", impl], capture_output=True, text=True,
+    flags = ["--model", model, "--prompts", str(args.prompts), "--group", str(args.group), "--new-tokens", str(args.new_tokens),
+             "--lora-rank", str(args.lora_rank), "--kl" if args.kl else "--no-kl", "--steps", str(args.steps),
+             "--warmup", str(args.warmup), "--engine", args.engine,
+             "--plain-decoder" if args.plain_decoder else "--no-plain-decoder",
+             *(["--ladder"] if args.ladder else []), *(["--threads", str(args.threads)] if args.threads else [])]
+    proc = subprocess.run([sys.executable, "-m", "grpo.bench", *flags, "--worker", impl], capture_output=True, text=True,
                           env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
     if proc.returncode != 0:
         raise SystemExit(f"{impl} run failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def worker_argv(argv: list[str]) -> list[str]:
-    """The parent's flags minus those only the parent reads."""
-    out, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg in ("--vs", "--repeats", "--json"):
-            skip = True
-        elif not arg.startswith(("--vs=", "--repeats=", "--json=")):
-            out.append(arg)
-    return out
 
 
 def aggregate(runs: list[dict]) -> dict:
@@ -274,11 +311,16 @@ def aggregate(runs: list[dict]) -> dict:
     }
 
 
-def table(result: dict) -> str:
+def workload_line(result: dict) -> str:
     w = result["workload"]
-    lines = [f"workload: model={w['model']} prompts={w['prompts']} group={w['group']} new_tokens={w['new_tokens']} "
-             f"lora_rank={w['lora_rank']} kl={w['kl']} steps={w['steps']} (+{w['warmup']} warm-up) repeats={w['repeats']}",
-             "", "| | ours | trl |" if "trl" in result else "| | ours |", "|---|---|---|" if "trl" in result else "|---|---|"]
+    return (f"workload: model={w['model']} prompts={w['prompts']} group={w['group']} new_tokens={w['new_tokens']} "
+            f"lora_rank={w['lora_rank']} kl={w['kl']} steps={w['steps']} (+{w['warmup']} warm-up) repeats={w['repeats']} "
+            f"threads={w['threads'] or 'default'}")
+
+
+def table(result: dict) -> str:
+    lines = [workload_line(result), "", "| | ours | trl |" if "trl" in result else "| | ours |",
+             "|---|---|---|" if "trl" in result else "|---|---|"]
     impls = [k for k in ("ours", "trl") if k in result]
 
     def row(label, fn):
@@ -299,29 +341,58 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> dict | None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parse_args(argv)
-    if args.worker:
-        result = run_ours(args) if args.worker == "ours" else run_trl(args)
-        print(json.dumps(result))
+def ladder_table(result: dict) -> str:
+    rungs = result["ladder"]
+    first = next(iter(rungs.values()))["step_time_s"]
+    lines = [workload_line(result), "", "| rung | median step | vs before | generation | reference | policy fwd | backward | change |",
+             "|---|---|---|---|---|---|---|---|"]
+    for rung, r in rungs.items():
+        ph = r["phases_s"]
+        lines.append(f"| {rung} | {1000 * r['step_time_s']:.1f} ms | {r['step_time_s'] / first:.2f} | "
+                     + " | ".join(f"{1000 * ph[k]:.1f}" for k in ("generation", "reference_forward", "policy_forward", "backward"))
+                     + f" | {LADDER[rung]} |")
+    return "\n".join(lines)
+
+
+def report(args: argparse.Namespace, model: str, runs: dict[str, list[dict]]) -> dict:
+    """One model's result: the workload, each implementation's medians, the ratios pair by pair."""
+    workload = {k: getattr(args, k) for k in ("prompts", "group", "new_tokens", "lora_rank", "kl", "steps", "warmup",
+                                               "repeats", "threads", "engine", "plain_decoder", "ladder")}
+    result: dict = {"workload": {"model": model, **workload}}
+    if args.ladder:
+        result["ladder"] = {rung: aggregate([run["ladder"][rung] for run in runs["ours"]]) for rung in LADDER}
         return result
-    impls = ["ours", "trl"] if args.vs == "trl" else ["ours"]
-    runs: dict[str, list[dict]] = {k: [] for k in impls}
-    for i in range(args.repeats):
-        for impl in impls:  # interleaved: ours, trl, ours, trl...
-            runs[impl].append(spawn(impl, worker_argv(argv)))
-            print(f"run {i + 1}/{args.repeats} {impl}: {1000 * runs[impl][-1]['step_time_s']:.1f} ms/step", file=sys.stderr)
-    result: dict = {"workload": {k: getattr(args, k) for k in ("model", "prompts", "group", "new_tokens", "lora_rank", "kl",
-                                                                 "steps", "warmup", "repeats", "threads", "engine",
-                                                                 "plain_decoder")}}
-    for impl in impls:
-        result[impl] = aggregate(runs[impl])
+    for impl, impl_runs in runs.items():
+        result[impl] = aggregate(impl_runs)
     if "trl" in runs:
         result["pairs"] = [{"ours_s": o["step_time_s"], "trl_s": t["step_time_s"], "ratio": o["step_time_s"] / t["step_time_s"]}
                            for o, t in zip(runs["ours"], runs["trl"])]
         result["median_ratio"] = statistics.median(p["ratio"] for p in result["pairs"])
-    print(table(result))
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict | None:
+    args = parse_args(argv)
+    if args.worker:
+        args.model = args.model[0]
+        result = run_ours(args) if args.worker == "ours" else run_trl(args)
+        print(json.dumps(result))
+        return result
+    if args.ladder and args.vs:
+        raise SystemExit("--ladder compares our own variants; run --vs trl separately")
+    impls = ["ours", "trl"] if args.vs == "trl" else ["ours"]
+    runs = {model: {impl: [] for impl in impls} for model in args.model}
+    for i in range(args.repeats):  # interleaved: each model, ours then trl, then the next repeat
+        for model in args.model:
+            for impl in impls:
+                run = spawn(impl, args, model)
+                runs[model][impl].append(run)
+                took = run["step_time_s"] if "ladder" not in run else max(r["step_time_s"] for r in run["ladder"].values())
+                print(f"run {i + 1}/{args.repeats} {model} {impl}: {1000 * took:.1f} ms/step", file=sys.stderr)
+    results = {model: report(args, model, runs[model]) for model in args.model}
+    for result in results.values():
+        print((ladder_table if args.ladder else table)(result) + "\n")
+    result = results[args.model[0]] if len(args.model) == 1 else {"models": results}
     print(json.dumps(result))
     if args.json_path:
         with open(args.json_path, "w") as f:

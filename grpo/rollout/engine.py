@@ -12,10 +12,12 @@ compiled sampler) plugs in by implementing it, without touching the stages.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import TYPE_CHECKING, Protocol, Sequence
 
 import torch
-from transformers import PreTrainedTokenizerBase
+
+if TYPE_CHECKING:  # transformers is imported by whoever builds the tokenizer and model
+    from transformers import PreTrainedTokenizerBase
 
 
 @dataclass
@@ -195,11 +197,6 @@ class MergedEngine(HFGenerateEngine):
         weights = merged.snapshot(model, merge=True)
         completion_ids = merged.sample(weights, prompt_ids, prompt_mask, params.max_new_tokens, choose)
         return self.rollout(prompt_ids, prompt_mask, completion_ids)
-
-
-def default_engine(tokenizer: PreTrainedTokenizerBase) -> RolloutEngine:
-    """The engine training and evaluation use."""
-    return MergedEngine(tokenizer)
 
 
 def repeat_prompts(prompts: Sequence[str], n: int) -> list[str]:

@@ -22,6 +22,7 @@ peft's.
 
 from __future__ import annotations
 
+import math
 import weakref
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -30,7 +31,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-ENABLED = True  # False: every caller takes the transformers path (comparisons, debugging)
+# Switches for comparisons and debugging (python -m grpo.bench --ladder); the defaults are the fast, exact path.
+ENABLED = True  # False: every caller takes the transformers path
+SHARE_PROMPTS = True  # False: every row runs its own prompt, as a forward over the padded batch does
+# With LoRA dropout active (the policy forward in training), peft draws a dropout mask per row;
+# running a prompt once for its group gives the group one mask on the prompt's tokens (each row's
+# distribution is the same, rows of a group are no longer independent). False keeps peft's
+# per-row masks: prompts are then shared only where no dropout is active.
+SHARE_PROMPT_UNDER_DROPOUT = False
 ARCHITECTURES = ("qwen2", "llama")
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP = ("gate_proj", "up_proj", "down_proj")
@@ -48,27 +56,72 @@ def _plain(t: Optional[Tensor]) -> bool:
     return t is None or (type(t.data) is torch.Tensor and t.numel() > 0 and not t.is_meta and t.layout == torch.strided)
 
 
-def _parts(layer: torch.nn.Module, name: str) -> tuple[torch.nn.Module, Optional[torch.nn.Module]]:
-    """(the nn.Linear, its peft LoRA wrapper or None) of one projection."""
-    module = getattr(layer.self_attn if name in ATTENTION else layer.mlp, name)
-    base = getattr(module, "base_layer", None)
-    return (base, module) if base is not None else (module, None)
+@dataclass
+class _Plan:
+    """A model's projections, found and checked once: per layer, name -> (nn.Linear, peft LoRA wrapper or None)."""
+    layers: list[dict[str, tuple[torch.nn.Linear, Optional[torch.nn.Module]]]]
+    wrappers: list[torch.nn.Module]
 
 
-def _vanilla_lora(wrapper: torch.nn.Module) -> bool:
-    """A peft LoRA Linear: plain A and B without bias, no DoRA/variant, unmerged, one active adapter."""
-    active = [a for a in getattr(wrapper, "active_adapters", ()) if a in getattr(wrapper, "lora_A", {})]
-    if type(wrapper).__name__ != "Linear" or getattr(wrapper, "merged", False) or len(active) > 1:
+_PLANS: "weakref.WeakKeyDictionary[torch.nn.Module, Optional[_Plan]]" = weakref.WeakKeyDictionary()
+
+
+def _lora_structure(wrapper: torch.nn.Module) -> bool:
+    """A peft LoRA Linear whose adapters are plain A and B without bias and no DoRA/other variant."""
+    if type(wrapper).__name__ != "Linear" or getattr(wrapper, "fan_in_fan_out", False):
         return False
-    if getattr(wrapper, "lora_variant", {}) or getattr(wrapper, "fan_in_fan_out", False):
-        return False
-    for name in active:
+    for name in wrapper.lora_A:
         a, b = wrapper.lora_A[name], wrapper.lora_B[name]
         if type(a) is not torch.nn.Linear or type(b) is not torch.nn.Linear or a.bias is not None or b.bias is not None:
             return False
         if not (_plain(a.weight) and _plain(b.weight)) or not isinstance(wrapper.lora_dropout[name], (torch.nn.Dropout, torch.nn.Identity)):
             return False
     return True
+
+
+def _make_plan(lm: torch.nn.Module) -> Optional[_Plan]:
+    cfg, body = lm.config, lm.model
+    if getattr(cfg, "model_type", None) not in ARCHITECTURES or getattr(cfg, "hidden_act", "silu") != "silu":
+        return None
+    if (getattr(cfg, "rope_parameters", None) or {}).get("rope_type", "default") != "default":
+        return None
+    if getattr(body.rotary_emb, "rope_type", "default") != "default" or getattr(cfg, "mlp_bias", False):
+        return None
+    if getattr(cfg, "use_sliding_window", False) or "sliding_attention" in (getattr(cfg, "layer_types", None) or ()):
+        return None
+    if len(body.layers) != cfg.num_hidden_layers:
+        return None
+    head = lm.lm_head
+    if type(head) is not torch.nn.Linear or head.bias is not None or not (_plain(head.weight) and _plain(body.embed_tokens.weight)):
+        return None
+    layers, wrappers = [], []
+    for layer in body.layers:
+        parts = {}
+        for name in (*ATTENTION, *MLP):
+            module = getattr(layer.self_attn if name in ATTENTION else layer.mlp, name)
+            base = getattr(module, "base_layer", None)
+            base, wrapper = (base, module) if base is not None else (module, None)
+            if type(base) is not torch.nn.Linear or not (_plain(base.weight) and _plain(base.bias)):
+                return None
+            if base.bias is not None and name not in ("q_proj", "k_proj", "v_proj"):
+                return None
+            if wrapper is not None:
+                if not _lora_structure(wrapper):
+                    return None
+                wrappers.append(wrapper)
+            parts[name] = (base, wrapper)
+        layers.append(parts)
+    return _Plan(layers, wrappers)
+
+
+def _plan(model: torch.nn.Module) -> Optional[_Plan]:
+    lm = causal_lm(model)
+    if lm not in _PLANS:
+        try:
+            _PLANS[lm] = _make_plan(lm)
+        except AttributeError:
+            _PLANS[lm] = None
+    return _PLANS[lm]
 
 
 def supports(model: torch.nn.Module, training: Optional[bool] = None) -> bool:
@@ -80,37 +133,29 @@ def supports(model: torch.nn.Module, training: Optional[bool] = None) -> bool:
     if not ENABLED:
         return False
     try:
-        lm = causal_lm(model)
-        training = lm.training if training is None else training
-        cfg, body = lm.config, lm.model
-        if getattr(cfg, "model_type", None) not in ARCHITECTURES or getattr(cfg, "hidden_act", "silu") != "silu":
-            return False
-        if (getattr(cfg, "rope_parameters", None) or {}).get("rope_type", "default") != "default":
-            return False
-        if getattr(body.rotary_emb, "rope_type", "default") != "default" or getattr(cfg, "mlp_bias", False):
-            return False
-        if getattr(cfg, "use_sliding_window", False) or "sliding_attention" in (getattr(cfg, "layer_types", None) or ()):
-            return False
-        if training and (getattr(cfg, "attention_dropout", 0.0) or getattr(body, "gradient_checkpointing", False)):
-            return False
-        # accelerate's mixed precision wraps forward in autocast: keep that path
-        if any(hasattr(m, "_original_forward") for m in (model, lm)) or getattr(cfg, "_attn_implementation", "sdpa") not in ("sdpa", "eager"):
-            return False
-        if len(body.layers) != cfg.num_hidden_layers:
-            return False
-        for layer in body.layers:
-            for name in (*ATTENTION, *MLP):
-                base, lora = _parts(layer, name)
-                if type(base) is not torch.nn.Linear or not (_plain(base.weight) and _plain(base.bias)):
-                    return False
-                if name in MLP and base.bias is not None or name == "o_proj" and base.bias is not None:
-                    return False
-                if lora is not None and not _vanilla_lora(lora):
-                    return False
-        head = lm.lm_head
-        return type(head) is torch.nn.Linear and head.bias is None and _plain(head.weight) and _plain(body.embed_tokens.weight)
-    except AttributeError:
+        plan = _plan(model)
+    except TypeError:  # not weak-referenceable: not a module we know
         return False
+    if plan is None:
+        return False
+    lm = causal_lm(model)
+    cfg = lm.config
+    training = lm.training if training is None else training
+    if training and (getattr(cfg, "attention_dropout", 0.0) or getattr(lm.model, "gradient_checkpointing", False)):
+        return False
+    # accelerate's mixed precision wraps forward in autocast: keep that path
+    if hasattr(model, "_original_forward") or hasattr(lm, "_original_forward"):
+        return False
+    if getattr(cfg, "_attn_implementation", "sdpa") not in ("sdpa", "eager"):
+        return False
+    first = plan.layers[0]["q_proj"][0]
+    if not (_plain(first.weight) and _plain(lm.lm_head.weight)):  # sharded in place since (FSDP2)
+        return False
+    for wrapper in plan.wrappers:  # peft state that can change between calls
+        active = [a for a in wrapper.active_adapters if a in wrapper.lora_A]
+        if wrapper.merged or len(active) > 1 or any(a in wrapper.lora_variant for a in active):
+            return False
+    return True
 
 
 # ---------------------------------------------------------------- the weights of one use
@@ -163,18 +208,18 @@ def _adapter(wrapper: Optional[torch.nn.Module]) -> Optional[Lora]:
 _FUSED: "weakref.WeakKeyDictionary[torch.nn.Module, tuple]" = weakref.WeakKeyDictionary()
 
 
-def _fused_base(lm: torch.nn.Module) -> list[tuple[Tensor, Optional[Tensor], Tensor]]:
+def _fused_base(lm: torch.nn.Module, plan: _Plan) -> list[tuple[Tensor, Optional[Tensor], Tensor]]:
     """Per layer (qkv, qkv bias, gate_up) of the base weights; cached while none of them changes."""
-    tensors = [t for layer in lm.model.layers for n in ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj")
-               for t in (_parts(layer, n)[0].weight, _parts(layer, n)[0].bias) if t is not None]
+    tensors = [t for parts in plan.layers for n in ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj")
+               for t in (parts[n][0].weight, parts[n][0].bias) if t is not None]
     track = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
     key = tuple((t.data_ptr(), t._version) for t in tensors)
     hit = _FUSED.get(lm)
     if not track and hit is not None and hit[0] == key:
         return hit[1]
     fused = []
-    for layer in lm.model.layers:
-        lin = {n: _parts(layer, n)[0] for n in ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj")}
+    for parts in plan.layers:
+        lin = {n: parts[n][0] for n in ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj")}
         bias = None if lin["q_proj"].bias is None else torch.cat([lin[n].bias for n in ("q_proj", "k_proj", "v_proj")])
         fused.append((torch.cat([lin[n].weight for n in ("q_proj", "k_proj", "v_proj")]), bias,
                       torch.cat([lin["gate_proj"].weight, lin["up_proj"].weight])))
@@ -184,7 +229,7 @@ def _fused_base(lm: torch.nn.Module) -> list[tuple[Tensor, Optional[Tensor], Ten
 
 
 def snapshot(model: torch.nn.Module, *, adapter: bool = True, merge: Optional[bool] = None) -> Weights:
-    """The model's weights for the plain decoder.
+    """The model's weights for the plain decoder (`supports(model)` must hold).
 
     adapter: use the active LoRA adapter (unless peft has it disabled); False gives the base model.
     merge: fold the adapter into the weights (W + scale * B @ A, no grad: sampling) instead of
@@ -192,12 +237,12 @@ def snapshot(model: torch.nn.Module, *, adapter: bool = True, merge: Optional[bo
         None: merge when no gradient is recorded and no adapter dropout is active.
     """
     lm = causal_lm(model)
+    plan = _plan(model)
     cfg, body = lm.config, lm.model
     heads, kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
     layers = []
-    for layer, (qkv, qkv_bias, gate_up) in zip(body.layers, _fused_base(lm)):
-        parts = {n: _parts(layer, n) for n in (*ATTENTION, *MLP)}
+    for layer, parts, (qkv, qkv_bias, gate_up) in zip(body.layers, plan.layers, _fused_base(lm, plan)):
         adapters = {n: a for n, (_, wrapper) in parts.items() if adapter and (a := _adapter(wrapper)) is not None}
         weights = {n: parts[n][0].weight for n in ("o_proj", "down_proj")}
         if merge is None:
@@ -256,6 +301,8 @@ class ListCache:
 
 # ---------------------------------------------------------------- the decoder
 def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
+    if x.dtype == weight.dtype == torch.float32:  # one fused op; the same numbers
+        return F.rms_norm(x, (x.shape[-1],), weight, eps)
     dtype = x.dtype
     x = x.to(torch.float32)
     x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
@@ -274,18 +321,65 @@ def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
 
 
+def dropout(x: Tensor, p: float) -> Tensor:
+    """`F.dropout(x, p)` in training mode, drawn sparsely: i.i.d. Bernoulli(p) drops are a
+    Bernoulli process, so the gaps between drops are Geometric(p) and ~p*n uniform draws place
+    every drop, instead of n draws (PyTorch's CPU `bernoulli_` draws 64 bits per entry, serially).
+    Same distribution, another use of the random stream; 2-4x cheaper at p = 0.05."""
+    if x.device.type != "cpu" or not 0.0 < p <= 0.25:  # dense masks: the gaps would cost as much
+        return F.dropout(x, p, training=True)
+    n = x.numel()
+    log_keep = math.log1p(-p)
+    expected = n * p
+    draws = int(expected + 8 * math.sqrt(expected * (1 - p))) + 16  # enough gaps to pass n, nearly always
+    chunks, last = [], -1.0
+    while last < n:
+        gaps = torch.floor(torch.log1p(-torch.rand(draws, dtype=torch.float64)) / log_keep)  # Geometric(p) on {0, 1, ...}
+        where = last + torch.cumsum(gaps + 1, 0)  # positions of the next drops
+        chunks.append(where)
+        last = float(where[-1])
+    where = torch.cat(chunks) if len(chunks) > 1 else chunks[0]
+    out = x * (1.0 / (1.0 - p))
+    out.view(-1)[where[where < n].long()] = 0.0
+    return out
+
+
+def _lora_update(x: Tensor, adapters: list[Lora]) -> Tensor:
+    """The adapters' updates to projections that share the input x, side by side [..., sum of outs]:
+    as peft, lora_B(lora_A(dropout(x))) * scaling, each adapter with its own dropout mask."""
+    if len(adapters) == 1:
+        a = adapters[0]
+        xa = dropout(x, a.dropout) if a.dropout else x
+        return F.linear(F.linear(xa, a.A), a.B) * a.scale
+    ps = {a.dropout for a in adapters}
+    if len(ps) == 1 and (p := ps.pop()):  # one draw for all masks: [n_adapters, ..., E]
+        xa = dropout(x.expand(len(adapters), *x.shape), p)
+        if len({a.A.shape for a in adapters}) == 1:  # one batched matmul: [n, M, E] @ [n, E, r]
+            z = torch.bmm(xa.reshape(len(adapters), -1, x.shape[-1]), torch.stack([a.A.t() for a in adapters]))
+            z = z.permute(1, 0, 2).reshape(*x.shape[:-1], -1)  # [..., n r]
+        else:
+            z = torch.cat([F.linear(xa[i], a.A) for i, a in enumerate(adapters)], -1)
+    elif ps == {0.0}:
+        z = F.linear(x, torch.cat([a.A for a in adapters]))  # [..., sum of ranks]
+    else:
+        z = torch.cat([F.linear(dropout(x, a.dropout) if a.dropout else x, a.A) for a in adapters], -1)
+    return F.linear(z, torch.block_diag(*[a.B * a.scale for a in adapters]))
+
+
 def _project(x: Tensor, weight: Tensor, bias: Optional[Tensor], lw: LayerWeights, names: tuple[str, ...],
              sizes: list[int]) -> Tensor:
-    """One matmul for the base weights of `names` (stacked), plus each unmerged adapter's update."""
+    """One matmul for the base weights of `names` (stacked), plus the unmerged adapters' updates."""
     y = F.linear(x, weight, bias)
-    adapters = [(i, lw.lora[n]) for i, n in enumerate(names) if n in lw.lora]
-    if not adapters:
+    present = [n in lw.lora for n in names]
+    if not any(present):
         return y
+    if all(present):
+        return y + _lora_update(x, [lw.lora[n] for n in names])
     outs = list(y.split(sizes, -1))
-    for i, a in adapters:  # as peft: result + lora_B(lora_A(dropout(x))) * scaling
-        xa = F.dropout(x, a.dropout, training=True) if a.dropout else x
-        outs[i] = outs[i] + F.linear(F.linear(xa, a.A), a.B) * a.scale
-    return torch.cat(outs, -1) if len(outs) > 1 else outs[0]
+    for i, n in enumerate(names):
+        if present[i]:
+            outs[i] = outs[i] + _lora_update(x, [lw.lora[n]])
+    return torch.cat(outs, -1)
 
 
 def forward(w: Weights, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor, *,
@@ -294,6 +388,8 @@ def forward(w: Weights, input_ids: Tensor, attention_mask: Tensor, position_ids:
 
     attention_mask: [N, S] over the cached positions and the new ones (S = cached + T).
     cache: a KVCache or ListCache that receives this batch's keys and values (None: no past).
+    logits_to_keep: only the last positions' logits; the last layer then runs its attention
+        output and MLP on those positions only (the others' keys and values are all it needs).
     """
     N, T = input_ids.shape
     H, K, D = w.heads, w.kv_heads, w.head_dim
@@ -307,14 +403,18 @@ def forward(w: Weights, input_ids: Tensor, attention_mask: Tensor, position_ids:
         cols = torch.arange(start + T, device=x.device)[None, :]
         mask = (mask & (cols <= rows + start)) | (cols == rows + start)  # [N, 1, T, S]
     sizes = [H * D, K * D, K * D]
+    last = len(w.layers) - 1
     for i, lw in enumerate(w.layers):
         h = rms_norm(x, lw.ln1, w.eps)
-        q, k, v = _project(h, lw.qkv, lw.qkv_bias, lw, ("q_proj", "k_proj", "v_proj"), sizes).split(sizes, -1)
-        q = _rotate(q.view(N, T, H, D).transpose(1, 2), cos, sin)  # [N, H, T, D]
-        k = _rotate(k.view(N, T, K, D).transpose(1, 2), cos, sin)  # [N, K, T, D]
-        v = v.view(N, T, K, D).transpose(1, 2)  # [N, K, T, D]
+        qkv = _project(h, lw.qkv, lw.qkv_bias, lw, ("q_proj", "k_proj", "v_proj"), sizes)  # [N, T, (H + 2K) D]
+        qk = _rotate(qkv[..., :(H + K) * D].view(N, T, H + K, D).transpose(1, 2), cos, sin)  # [N, H + K, T, D]
+        q, k = qk[:, :H], qk[:, H:]  # [N, H, T, D], [N, K, T, D]
+        v = qkv[..., (H + K) * D:].view(N, T, K, D).transpose(1, 2)  # [N, K, T, D]
         if cache is not None:
             k, v = cache.update(i, k, v)  # [N, K, S, D]
+        if i == last and 0 < logits_to_keep < T:  # from here on only the kept positions matter
+            q, x, T = q[:, :, -logits_to_keep:], x[:, -logits_to_keep:], logits_to_keep
+            mask = mask[:, :, -T:] if mask.shape[2] > 1 else mask
         a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=D ** -0.5, enable_gqa=H != K)
         a = a.transpose(1, 2).reshape(N, T, H * D)
         x = x + _project(a, lw.o, None, lw, ("o_proj",), [lw.o.shape[0]])
@@ -322,7 +422,7 @@ def forward(w: Weights, input_ids: Tensor, attention_mask: Tensor, position_ids:
         gate, up = _project(h, lw.gate_up, None, lw, ("gate_proj", "up_proj"), [lw.down.shape[1]] * 2).chunk(2, -1)
         x = x + _project(F.silu(gate) * up, lw.down, None, lw, ("down_proj",), [lw.down.shape[0]])
     if cache is not None:
-        cache.length += T
+        cache.length += input_ids.shape[1]
     if logits_to_keep:
         x = x[:, -logits_to_keep:]
     return F.linear(rms_norm(x, w.norm, w.eps), w.head)
@@ -331,6 +431,8 @@ def forward(w: Weights, input_ids: Tensor, attention_mask: Tensor, position_ids:
 # ---------------------------------------------------------------- what the engine and the loss call
 def distinct_prompts(prompt_ids: Tensor, prompt_mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """(unique prompt ids [U, P], their masks [U, P], row -> unique index [N])."""
+    if not SHARE_PROMPTS:
+        return prompt_ids, prompt_mask, torch.arange(prompt_ids.shape[0], device=prompt_ids.device)
     P = prompt_ids.shape[1]
     uniq, inverse = torch.unique(torch.cat([prompt_ids, prompt_mask.to(prompt_ids.dtype)], 1), dim=0, return_inverse=True)
     return uniq[:, :P], uniq[:, P:].to(prompt_mask.dtype), inverse
@@ -340,23 +442,27 @@ def completion_logits(w: Weights, prompt_ids: Tensor, prompt_mask: Tensor, compl
                       completion_mask: Tensor) -> Tensor:
     """Logits that predict each completion token: [N, C, V].
 
-    Each distinct prompt runs once; the completions attend to its shared keys and values.
-    The same numbers as one forward over prompt + completion (position ids skip left padding).
+    The same numbers as one forward over prompt + completion (position ids skip left padding),
+    with less work: the last completion token, which predicts nothing, is not run, and each
+    distinct prompt runs once, its keys and values shared by its rows (unless LoRA dropout is
+    active: see SHARE_PROMPT_UNDER_DROPOUT).
     """
     N, P = prompt_ids.shape
     C = completion_ids.shape[1]
-    u_ids, u_mask, inverse = distinct_prompts(prompt_ids, prompt_mask)
+    attention = torch.cat([prompt_mask, completion_mask[:, :-1]], 1)  # [N, P + C - 1]
+    positions = (attention.cumsum(1) - 1).clamp(min=0)  # [N, P + C - 1]
+    dropout = any(a.dropout for lw in w.layers for a in lw.lora.values())
+    share = SHARE_PROMPTS and (SHARE_PROMPT_UNDER_DROPOUT or not dropout)
+    u_ids, u_mask, inverse = distinct_prompts(prompt_ids, prompt_mask) if share else (prompt_ids, prompt_mask, None)
+    if u_ids.shape[0] == N:  # nothing to share: one forward per row over prompt + completion
+        return forward(w, torch.cat([prompt_ids, completion_ids[:, :-1]], 1), attention, positions, logits_to_keep=C)
     prefix = ListCache()
     u_pos = (u_mask.cumsum(1) - 1).clamp(min=0)
-    first = forward(w, u_ids, u_mask, u_pos, logits_to_keep=1, cache=prefix)  # [U, 1, V]
-    first = first.index_select(0, inverse)  # [N, 1, V]
+    first = forward(w, u_ids, u_mask, u_pos, logits_to_keep=1, cache=prefix).index_select(0, inverse)  # [N, 1, V]
     if C == 1:
         return first
     past = [(k.index_select(0, inverse), v.index_select(0, inverse)) for k, v in prefix.layers]  # [N, K, P, D]
-    attention = torch.cat([prompt_mask, completion_mask[:, :-1]], 1)  # [N, P + C - 1]
-    positions = (attention.cumsum(1) - 1).clamp(min=0)[:, P:]  # [N, C - 1]
-    # the last completion token predicts nothing: it is never run
-    rest = forward(w, completion_ids[:, :-1], attention, positions, cache=ListCache(past))
+    rest = forward(w, completion_ids[:, :-1], attention, positions[:, P:], cache=ListCache(past))  # [N, C - 1, V]
     return torch.cat([first, rest], 1)  # [N, C, V]
 
 
