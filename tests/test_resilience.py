@@ -168,7 +168,8 @@ def test_tracking_store_locked_mid_run_does_not_stop_training(tmp_path):
     proc = subprocess.Popen(command(tmp_path, "schedule.rce_steps=0", "trainer.max_steps=8"),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     wait_for(lambda: logged_steps(tmp_path) >= 2, proc)
-    lock = sqlite3.connect(str(tmp_path / "mlflow.db"), timeout=0, check_same_thread=False)
+    # Wait out the run's own short write locks, then hold the database exclusively.
+    lock = sqlite3.connect(str(tmp_path / "mlflow.db"), timeout=60, check_same_thread=False)
     lock.execute("BEGIN EXCLUSIVE")  # another writer holds the database: every MLflow write now fails
     stderr, _ = proc.communicate(timeout=600)  # the whole console
     lock.rollback()
