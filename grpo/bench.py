@@ -49,6 +49,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="ours: the rollout engine Recipe.setup builds (default), or HFGenerateEngine / MergedEngine")
     p.add_argument("--plain-decoder", action=argparse.BooleanOptionalAction, default=True,
                    help="ours: score (and sample) on grpo/rollout/merged.py where the model allows (default on)")
+    p.add_argument("--lora-dropout", type=float, default=None,
+                   help="LoRA dropout in both implementations (default: conf/lora's, 0.05)")
+    p.add_argument("--share-prompt-dropout", action="store_true",
+                   help="ours: share a group's prompt in the policy forward under LoRA dropout too "
+                        "(rows of a group then share the prompt's dropout masks; off by default)")
     p.add_argument("--ladder", action="store_true",
                    help="ours only: each speed change in turn, in one process, a step of each rung in turn")
     p.add_argument("--threads", type=int, default=None, help="torch threads in every run (default: torch's)")
@@ -69,6 +74,7 @@ def overrides(args: argparse.Namespace, out_dir: str) -> list[str]:
         "algorithm.loss_agg=seq-mean-token-mean", "schedule.rce_epochs=0", "schedule.temperature.enabled=false",
         f"trainer.max_steps={args.warmup + args.steps}", "trainer.gradient_accumulation_steps=1",
         *([f"trainer.threads={args.threads}"] if args.threads else []),
+        *([f"lora.dropout={args.lora_dropout}"] if args.lora_dropout is not None else []),
     ]
 
 
@@ -127,6 +133,7 @@ def run_ours(args: argparse.Namespace) -> dict:
             if rung is None:
                 ctx.engine = engines[args.engine]
                 merged.ENABLED = args.plain_decoder
+                merged.SHARE_PROMPT_UNDER_DROPOUT = args.share_prompt_dropout
                 return
             level = list(LADDER).index(rung)
             ctx.engine = engines["merged" if level >= 4 else "hf"]
@@ -288,6 +295,8 @@ def spawn(impl: str, args: argparse.Namespace, model: str) -> dict:
              "--lora-rank", str(args.lora_rank), "--kl" if args.kl else "--no-kl", "--steps", str(args.steps),
              "--warmup", str(args.warmup), "--engine", args.engine,
              "--plain-decoder" if args.plain_decoder else "--no-plain-decoder",
+             *(["--lora-dropout", str(args.lora_dropout)] if args.lora_dropout is not None else []),
+             *(["--share-prompt-dropout"] if args.share_prompt_dropout else []),
              *(["--ladder"] if args.ladder else []), *(["--threads", str(args.threads)] if args.threads else [])]
     proc = subprocess.run([sys.executable, "-m", "grpo.bench", *flags, "--worker", impl], capture_output=True, text=True,
                           env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
@@ -315,7 +324,8 @@ def workload_line(result: dict) -> str:
     w = result["workload"]
     return (f"workload: model={w['model']} prompts={w['prompts']} group={w['group']} new_tokens={w['new_tokens']} "
             f"lora_rank={w['lora_rank']} kl={w['kl']} steps={w['steps']} (+{w['warmup']} warm-up) repeats={w['repeats']} "
-            f"threads={w['threads'] or 'default'}")
+            f"threads={w['threads'] or 'default'} lora_dropout={'conf' if w['lora_dropout'] is None else w['lora_dropout']}"
+            + (" share_prompt_dropout" if w["share_prompt_dropout"] else "") + (f" engine={w['engine']}" if w["engine"] != "recipe" else ""))
 
 
 def table(result: dict) -> str:
@@ -357,7 +367,8 @@ def ladder_table(result: dict) -> str:
 def report(args: argparse.Namespace, model: str, runs: dict[str, list[dict]]) -> dict:
     """One model's result: the workload, each implementation's medians, the ratios pair by pair."""
     workload = {k: getattr(args, k) for k in ("prompts", "group", "new_tokens", "lora_rank", "kl", "steps", "warmup",
-                                               "repeats", "threads", "engine", "plain_decoder", "ladder")}
+                                               "repeats", "threads", "engine", "plain_decoder", "lora_dropout",
+                                               "share_prompt_dropout", "ladder")}
     result: dict = {"workload": {"model": model, **workload}}
     if args.ladder:
         result["ladder"] = {rung: aggregate([run["ladder"][rung] for run in runs["ours"]]) for rung in LADDER}

@@ -27,7 +27,7 @@ from grpo.models.lora import apply_lora, reference_context
 from grpo.optim import build_optimizer, build_scheduler
 from grpo.report import header, summary
 from grpo.rewards.model import RewardModel
-from grpo.rollout.engine import HFGenerateEngine
+from grpo.rollout.engine import MergedEngine
 from grpo.stages.common import RunContext
 from grpo.stages.grpo import grpo_step
 from grpo.stages.rce import rce_step
@@ -108,7 +108,7 @@ class Recipe:
         a = cfg.algorithm
         kl_ctrl = AdaptiveKLController(a.kl_beta, a.kl_target, a.kl_horizon) if a.kl_ctrl == "adaptive" else None
         self.ctx = RunContext(cfg=cfg, derived=self.derived, accelerator=acc, policy=policy, tokenizer=tokenizer,
-                              engine=HFGenerateEngine(tokenizer), reward_model=RewardModel(cfg.reward), task=task,
+                              engine=MergedEngine(tokenizer), reward_model=RewardModel(cfg.reward), task=task,
                               reference=reference, max_new_tokens=max_new, kl_ctrl=kl_ctrl)
         self.sampler = BatchSampler(task.train, cfg.task.domain_ratios, seed=cfg.task.seed + 7)
         run_id = resume_state.get("mlflow_run_id") if resume_state else None

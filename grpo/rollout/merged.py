@@ -15,9 +15,10 @@ This module runs the same arithmetic without them, and does less of it:
 - `sample(...)`: a KV-cached sampling loop (prompts prefilled once per distinct prompt too).
 
 Only plain Qwen2/Llama causal LMs qualify (`supports(model)`): default RoPE, no sliding
-window, silu MLP, unsharded unquantised weights, vanilla LoRA, no autocast wrapper. Anything
-else keeps the transformers path. tests/test_rollout.py pins the results to transformers' and
-peft's.
+window, silu MLP, unsharded unquantised weights, vanilla LoRA, no autocast wrapper, fused copies
+up to MAX_FUSED_BYTES. Anything else (a DDP-wrapped policy included) keeps the transformers path.
+tests/test_rollout.py pins the results to transformers' and peft's; docs/performance.md has
+what each part gains.
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ SHARE_PROMPTS = True  # False: every row runs its own prompt, as a forward over 
 # distribution is the same, rows of a group are no longer independent). False keeps peft's
 # per-row masks: prompts are then shared only where no dropout is active.
 SHARE_PROMPT_UNDER_DROPOUT = False
+# The fused q/k/v and gate/up copies are kept beside the model's weights: larger models keep the
+# transformers path rather than hold that much twice.
+MAX_FUSED_BYTES = 1 << 30
 ARCHITECTURES = ("qwen2", "llama")
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP = ("gate_proj", "up_proj", "down_proj")
@@ -111,7 +115,8 @@ def _make_plan(lm: torch.nn.Module) -> Optional[_Plan]:
                 wrappers.append(wrapper)
             parts[name] = (base, wrapper)
         layers.append(parts)
-    return _Plan(layers, wrappers)
+    fused = sum(parts[n][0].weight.nbytes for parts in layers for n in ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj"))
+    return _Plan(layers, wrappers) if fused <= MAX_FUSED_BYTES else None
 
 
 def _plan(model: torch.nn.Module) -> Optional[_Plan]:
@@ -241,12 +246,13 @@ def snapshot(model: torch.nn.Module, *, adapter: bool = True, merge: Optional[bo
     cfg, body = lm.config, lm.model
     heads, kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+    per_layer = [{n: a for n, (_, wrapper) in parts.items() if adapter and (a := _adapter(wrapper)) is not None}
+                 for parts in plan.layers]
+    if merge is None:
+        merge = not torch.is_grad_enabled() and not any(a.dropout for adapters in per_layer for a in adapters.values())
     layers = []
-    for layer, parts, (qkv, qkv_bias, gate_up) in zip(body.layers, plan.layers, _fused_base(lm, plan)):
-        adapters = {n: a for n, (_, wrapper) in parts.items() if adapter and (a := _adapter(wrapper)) is not None}
+    for layer, parts, adapters, (qkv, qkv_bias, gate_up) in zip(body.layers, plan.layers, per_layer, _fused_base(lm, plan)):
         weights = {n: parts[n][0].weight for n in ("o_proj", "down_proj")}
-        if merge is None:
-            merge = not torch.is_grad_enabled() and not any(a.dropout for a in adapters.values())
         if merge and adapters:
             with torch.no_grad():
                 merged = {n: parts[n][0].weight + (a.B @ a.A) * a.scale for n, a in adapters.items()}
