@@ -22,6 +22,7 @@ from grpo.config.errors import ConfigError
 from grpo.algorithms.kl import AdaptiveKLController
 from grpo.early_stopping import EarlyStopping
 from grpo.evaluate import evaluate
+from grpo.launch import single_cpu_process_note
 from grpo.models.load import context_length, load_model
 from grpo.models.lora import apply_lora, reference_context
 from grpo.optim import build_optimizer, build_scheduler
@@ -78,6 +79,8 @@ class Recipe:
         from accelerate.utils import set_seed
 
         cfg = self.cfg
+        if note := single_cpu_process_note():
+            log.warning(note)
         if cfg.trainer.threads:
             torch.set_num_threads(cfg.trainer.threads)
         cpu = cfg.trainer.device == "cpu" or (cfg.trainer.device == "auto" and not torch.cuda.is_available())

@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 
 from grpo.config.compose import CONF_DIR, finish, register
 from grpo.config.errors import ConfigError, explain
+from grpo.launch import launch_error
 
 log = logging.getLogger("grpo")
 
@@ -130,9 +131,10 @@ def _secondary_rank_overrides() -> list[str]:
 
 def main() -> None:
     register()
-    error = precheck(sys.argv[1:])
+    error = precheck(sys.argv[1:]) or launch_error()
     if error:
-        print(f"error: {error}", file=sys.stderr)
+        if int(os.environ.get("RANK", "0")) == 0:  # one line, not one per process
+            print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     sys.argv += _secondary_rank_overrides()
     _hydra_main()

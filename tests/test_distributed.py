@@ -51,3 +51,79 @@ def test_batch_not_divisible_by_processes_is_one_line(tmp_path):
                            f"hydra.run.dir={tmp_path}/run"], capture_output=True, text=True, timeout=600)
     assert proc.returncode != 0
     assert proc.stderr.count("error: rollout.batch_size=5: prompts per step are split across processes: must be divisible by 2") == 1
+
+
+FSDP_CONFIG = """\
+compute_environment: LOCAL_MACHINE
+distributed_type: FSDP
+num_machines: 1
+num_processes: 2
+machine_rank: 0
+mixed_precision: "no"
+rdzv_backend: static
+same_network: true
+use_cpu: false
+fsdp_config:
+  fsdp_version: 2
+  fsdp_auto_wrap_policy: TRANSFORMER_BASED_WRAP
+  fsdp_reshard_after_forward: true
+  fsdp_offload_params: false
+  fsdp_state_dict_type: SHARDED_STATE_DICT
+"""
+
+
+def test_sharded_strategies_are_read_from_what_accelerate_launch_exports():
+    from grpo.launch import launch_error, sharded_strategy
+
+    assert sharded_strategy({}) is None and launch_error({}) is None
+    assert sharded_strategy({"ACCELERATE_USE_FSDP": "true"}) == "FSDP"
+    assert sharded_strategy({"ACCELERATE_USE_DEEPSPEED": "True"}) == "DEEPSPEED"
+    assert sharded_strategy({"ACCELERATE_USE_FSDP": "false", "ACCELERATE_USE_DEEPSPEED": "false"}) is None
+    line = launch_error({"ACCELERATE_USE_DEEPSPEED": "true"})
+    assert "\n" not in line and "DEEPSPEED" in line and "conf/accelerate/ddp.yaml" in line
+
+
+def test_cpu_launch_that_started_one_process_is_named():
+    from grpo.launch import requested_cpu_processes, single_cpu_process_note
+
+    launcher = ["/usr/bin/python", "/usr/bin/accelerate", "launch", "--cpu", "--num_processes", "2", "-m", "grpo.run"]
+    assert requested_cpu_processes(launcher) == 2
+    assert requested_cpu_processes(["accelerate", "launch", "--num-processes=4"]) == 4
+    assert requested_cpu_processes(["accelerate", "launch", "--cpu"]) == 1
+    module_launcher = ["python", "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "-m", "grpo.run"]
+    assert "started 1 process" in single_cpu_process_note({"ACCELERATE_USE_CPU": "true"}, module_launcher)
+    cpu_env = {"ACCELERATE_USE_CPU": "True"}
+    note = single_cpu_process_note(cpu_env, launcher)
+    assert "started 1 process" in note and "--config_file conf/accelerate/ddp.yaml --num_processes 2" in note
+    assert single_cpu_process_note({**cpu_env, "WORLD_SIZE": "2"}, launcher) is None  # really distributed
+    assert single_cpu_process_note({}, launcher) is None  # not launched with --cpu
+    assert single_cpu_process_note(cpu_env, ["bash"]) is None  # not under accelerate launch
+
+
+@pytest.mark.slow
+def test_the_plain_cpu_launch_trains_one_process_and_says_so(tmp_path):
+    """The issue's `accelerate launch --cpu --num_processes 2`: accelerate starts one process
+    (its CPU launcher needs mpirun for more). The run is right and the log says how to get 2."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path}/cpu.db"
+    proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+                           "-m", "grpo.run", *COMMON, "logger.log_every=1", f"logger.tracking_uri={uri}",
+                           f"hydra.run.dir={tmp_path}/run"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    mlflow.set_tracking_uri(uri)
+    assert samples_per_step(uri) == [24.0, 24.0, 24.0]
+    out = proc.stdout + proc.stderr
+    assert "started 1 process" in out and "processes  1" in out
+
+
+@pytest.mark.slow
+def test_sharded_launch_is_refused_in_one_line_before_any_run(tmp_path):
+    config = tmp_path / "fsdp.yaml"
+    config.write_text(FSDP_CONFIG)
+    proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
+                           "-m", "grpo.run", *COMMON, f"logger.tracking_uri=sqlite:///{tmp_path}/m.db",
+                           f"hydra.run.dir={tmp_path}/run"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0
+    assert proc.stderr.count("error: accelerate distributed_type=FSDP: sharded training is not supported") == 1
+    assert not (tmp_path / "run").exists() and not (tmp_path / "m.db").exists()

@@ -230,3 +230,22 @@ def test_sparse_dropout_draws_iid_bernoulli_masks_and_its_gradient():
     weight = torch.randn_like(y)
     (y * weight).sum().backward()
     assert torch.allclose(x.grad, ((y != 0) * weight / 0.8).sum(0), atol=1e-5)
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_token_ids_equal_the_tokenizers_and_tokenize_each_string_once(side, monkeypatch):
+    from grpo.rollout.tokens import TokenIds
+
+    _, tok = load_model(ModelConfig())
+    monkeypatch.setattr(tok, "padding_side", side)
+    texts = ["cmp 3 14 =", "7", "cmp 3 14 =", "a longer prompt: 12 + 30 =", ""]
+    cache = TokenIds(tok)
+    ids, mask = cache.padded(texts)
+    enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    assert torch.equal(ids, enc["input_ids"]) and torch.equal(mask, enc["attention_mask"])
+    calls = []
+    monkeypatch.setattr(cache, "tokenizer", lambda batch, **kw: calls.append(list(batch)) or tok(batch, **kw))
+    assert cache(texts + ["new one"]) == [tok(t, add_special_tokens=False)["input_ids"] for t in texts + ["new one"]]
+    assert calls == [["new one"]]  # only the unseen string, in one call
+    small = TokenIds(tok, max_entries=2)
+    assert small(["a", "b", "c"]) == [tok(t, add_special_tokens=False)["input_ids"] for t in "abc"]

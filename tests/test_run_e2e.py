@@ -49,3 +49,18 @@ def test_returned_objective_and_no_tracking(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "tracking   none" in proc.stdout + proc.stderr
     assert not (tmp_path / "mlflow.db").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_and_gradient_checkpointing_train(tmp_path, precision):
+    """accelerate's autocast and transformers' gradient checkpointing, both real, on the CPU."""
+    import json
+    import math
+
+    proc = run_cli(["+preset=minimal", "trainer.max_steps=2", "schedule.rce_steps=2", "logger=none", "logger.log_every=1",
+                    f"trainer.mixed_precision={precision}", "model.gradient_checkpointing=true"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    losses = [r[k] for r in rows for k in ("rce/loss", "train/loss/total", "train/grad_norm") if k in r]
+    assert len(losses) == 6 and all(math.isfinite(x) for x in losses), losses

@@ -60,12 +60,14 @@ class HFGenerateEngine:
     """`model.generate` with a KV cache: close to a bare sampling loop on small models."""
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, min_new_tokens: int = 0):
+        from grpo.rollout.tokens import TokenIds
+
         self.tokenizer = tokenizer
+        self.token_ids = TokenIds(tokenizer)
         self.min_new_tokens = min_new_tokens  # EOS is not sampled before this many tokens (benchmarks: fixed length)
 
     def encode_prompts(self, prompts: Sequence[str], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        enc = self.tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
-        return enc["input_ids"].to(device), enc["attention_mask"].to(device)
+        return self.token_ids.padded(prompts, device)
 
     def generation_kwargs(self, params: SamplingParams) -> dict:
         """What `model.generate` is given: sampling knobs, EOS/pad, forced minimum length."""

@@ -15,6 +15,7 @@ from grpo.config.derived import Derived
 from grpo.config.schema import RunConfig
 from grpo.rewards.model import RewardModel, Scores
 from grpo.rollout.engine import Rollout, RolloutEngine
+from grpo.rollout.tokens import TokenIds
 from grpo.rollout.scoring import completion_logits
 from grpo.tasks.base import Example, Task
 
@@ -32,6 +33,11 @@ class RunContext:
     reference: Callable[[], ContextManager[torch.nn.Module]]
     max_new_tokens: int  # generation.max_new_tokens bounded by the model's context
     kl_ctrl: Optional[Any] = None  # AdaptiveKLController when algorithm.kl_ctrl=adaptive
+    token_ids: Optional[TokenIds] = None  # the tokenizer's ids, each string tokenized once (built from `tokenizer`)
+
+    def __post_init__(self) -> None:
+        if self.token_ids is None:
+            self.token_ids = TokenIds(self.tokenizer)
 
     @property
     def sampler_model(self) -> torch.nn.Module:

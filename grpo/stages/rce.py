@@ -29,13 +29,12 @@ def rollout_from_texts(ctx: RunContext, prompts: list[str], texts: list[str]) ->
     """Teacher-forcing inputs for given completions (each ends with EOS)."""
     tok = ctx.tokenizer
     device = next(ctx.sampler_model.parameters()).device
-    enc = tok(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
-    ids = [tok(t, add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for t in texts]
+    prompt_ids, prompt_mask = ctx.token_ids.padded(prompts, device)
+    ids = [x + [tok.eos_token_id] for x in ctx.token_ids(texts)]
     width = max(len(x) for x in ids)
     completion_ids = torch.tensor([x + [tok.pad_token_id] * (width - len(x)) for x in ids])
     mask, truncated = completion_masks(completion_ids, tok.eos_token_id)
-    return Rollout(enc["input_ids"].to(device), enc["attention_mask"].to(device), completion_ids.to(device),
-                   mask.to(device), truncated.to(device), list(texts))
+    return Rollout(prompt_ids, prompt_mask, completion_ids.to(device), mask.to(device), truncated.to(device), list(texts))
 
 
 def candidates(ctx: RunContext, examples: Sequence[Example]) -> tuple[list[str], Rollout, int]:
