@@ -14,8 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-ADVANTAGE_ESTIMATORS = ("grpo", "rloo", "reinforce_pp", "reinforce_pp_baseline")
-SCALE_REWARDS = ("group", "batch", "none")
+from grpo.algorithms.names import ADVANTAGE_ESTIMATORS, SCALE_REWARDS  # noqa: F401  (re-exported)
 
 
 def _grouped(rewards: Tensor, group_size: int) -> Tensor:

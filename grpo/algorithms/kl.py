@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-KL_ESTIMATORS = ("k1", "k2", "k3", "abs", "k1+", "k3+")
-_VERL_ALIASES = {"kl": "k1", "mse": "k2", "low_var_kl": "k3", "low_var_kl+": "k3+"}
+from grpo.algorithms.names import KL_ESTIMATORS  # noqa: F401  (re-exported)
+from grpo.algorithms.names import KL_VERL_ALIASES as _VERL_ALIASES
 
 
 def kl_divergence(logp: Tensor, ref_logp: Tensor, estimator: str = "k3") -> Tensor:

@@ -13,8 +13,7 @@ from torch import Tensor
 
 from grpo.algorithms.kl import kl_divergence
 
-LOSS_AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm")
-RATIO_LEVELS = ("token", "sequence")
+from grpo.algorithms.names import LOSS_AGG_MODES, RATIO_LEVELS  # noqa: F401  (re-exported)
 
 
 def _masked_mean(x: Tensor, mask: Tensor) -> Tensor:

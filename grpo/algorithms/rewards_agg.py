@@ -10,7 +10,7 @@ from torch import Tensor
 
 from grpo.algorithms.advantages import compute_advantages
 
-AGGREGATION_MODES = ("sum_then_normalize", "normalize_then_sum")
+from grpo.algorithms.names import AGGREGATION_MODES  # noqa: F401  (re-exported)
 
 
 def combine_rewards(

@@ -12,11 +12,10 @@ from typing import Any, Callable, Iterable
 from grpo.config.errors import ConfigError
 from grpo.config.schema import RunConfig
 
-from grpo.algorithms.advantages import ADVANTAGE_ESTIMATORS as ADV_ESTIMATORS
-from grpo.algorithms.advantages import SCALE_REWARDS
-from grpo.algorithms.kl import _VERL_ALIASES, KL_ESTIMATORS as _KL
-from grpo.algorithms.losses import LOSS_AGG_MODES, RATIO_LEVELS
-from grpo.algorithms.rewards_agg import AGGREGATION_MODES
+from grpo.algorithms.names import ADVANTAGE_ESTIMATORS as ADV_ESTIMATORS
+from grpo.algorithms.names import AGGREGATION_MODES, LOSS_AGG_MODES, RATIO_LEVELS, SCALE_REWARDS
+from grpo.algorithms.names import KL_ESTIMATORS as _KL
+from grpo.algorithms.names import KL_VERL_ALIASES as _VERL_ALIASES
 from grpo.schedules import LR_DECAYS as LR_SCHEDULERS
 
 KL_ESTIMATORS = (*_KL, *_VERL_ALIASES)
