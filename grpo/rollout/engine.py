@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Protocol, Sequence
 
 import torch
 
+from grpo.rollout.tokens import TokenIds
+
 if TYPE_CHECKING:  # transformers is imported by whoever builds the tokenizer and model
     from transformers import PreTrainedTokenizerBase
 
@@ -60,8 +62,6 @@ class HFGenerateEngine:
     """`model.generate` with a KV cache: close to a bare sampling loop on small models."""
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, min_new_tokens: int = 0):
-        from grpo.rollout.tokens import TokenIds
-
         self.tokenizer = tokenizer
         self.token_ids = TokenIds(tokenizer)
         self.min_new_tokens = min_new_tokens  # EOS is not sampled before this many tokens (benchmarks: fixed length)
