@@ -58,6 +58,7 @@ class Recipe:
         self.early = EarlyStopping(mode=es.mode, patience=es.patience, min_delta=es.min_delta)
         self.bad_steps = 0  # non-finite updates in a row
         self.last_eval_step: Optional[int] = None
+        self.last_saved_step: Optional[int] = None  # on every process (self.checkpoints is rank 0's)
         self.skipped_total = 0
         self.stop_reason: Optional[str] = None
 
@@ -92,7 +93,7 @@ class Recipe:
             raise ConfigError("rollout.batch_size", cfg.rollout.batch_size,
                               f"prompts per step are split across processes: must be divisible by {acc.num_processes}")
         check_writable(self.output_dir)
-        resume_path = self._find_resume()
+        resume_path = self._shared_resume_path()
         resume_state = ckpt.read_state(resume_path) if resume_path else None
         if resume_state:
             self._check_compatible(resume_path, resume_state)
@@ -130,6 +131,24 @@ class Recipe:
                 log.info("resuming from %s (step %d, stage %s)", resume_path, self.step, resume_state["stage"])
             self._log_config()
 
+    def _shared_resume_path(self) -> Optional[str]:
+        """Rank 0 finds the checkpoint (under `accelerate launch` the other ranks run in scratch
+        directories) and every process resumes from it; a bad path fails on every process alike."""
+        acc = self.accelerator
+        found, problem = None, None
+        if acc.is_main_process:
+            try:
+                found = self._find_resume()
+            except ConfigError as exc:
+                problem = (exc.key, exc.value, exc.rule)
+        if acc.num_processes > 1:
+            from accelerate.utils import broadcast_object_list
+
+            found, problem = broadcast_object_list([found, problem])
+        if problem:
+            raise ConfigError(*problem)
+        return found
+
     def _find_resume(self) -> Optional[str]:
         mode = self.cfg.trainer.resume
         if mode == "never":
@@ -155,9 +174,35 @@ class Recipe:
         self.skipped_total = state.get("skipped_steps", 0)
         training = self.resume_training
         self.sampler.load_state_dict(training["sampler"])
-        ckpt.set_rng_state(training["rng"])
+        self._restore_rng(training.get("rng_per_rank") or [training["rng"]])
         if self.ctx.kl_ctrl is not None and training.get("kl_ctrl"):
             self.ctx.kl_ctrl.load_state_dict(training["kl_ctrl"])
+
+    def _gather_rng_states(self) -> list[dict]:
+        """Each process's RNG state, in rank order: ranks sample differently, and a resumed
+        data-parallel run must go on with each rank's own stream."""
+        state = ckpt.rng_state()
+        if self.accelerator.num_processes == 1:
+            return [state]
+        from accelerate.utils import gather_object
+
+        return gather_object([state])
+
+    def _restore_rng(self, per_rank: list[dict]) -> None:
+        acc = self.accelerator
+        if len(per_rank) == acc.num_processes:
+            ckpt.set_rng_state(per_rank[acc.process_index])
+            return
+        # Saved with another process count: rank 0 continues its stream, the others start fresh
+        # (deterministically, and apart from each other) rather than repeat rank 0's samples.
+        from accelerate.utils import set_seed
+
+        ckpt.set_rng_state(per_rank[0])
+        if acc.process_index > 0:
+            set_seed(self.cfg.seed + acc.process_index + 100_003 * self.step)
+        if acc.is_main_process:
+            log.warning("checkpoint saved by %d process(es), resumed by %d: only rank 0 continues its random stream; "
+                        "the run is reproducible but differs from an uninterrupted one", len(per_rank), acc.num_processes)
 
     def flat_config(self) -> dict:
         from omegaconf import OmegaConf
@@ -275,7 +320,7 @@ class Recipe:
 
     def _check_early_stop(self, opt, sched) -> None:
         if self.cfg.eval.early_stopping.enabled and self.early.should_stop:
-            if not self.checkpoints or not self.checkpoints[-1].endswith(f"step_{self.step}"):
+            if self.last_saved_step != self.step:
                 self._save("grpo", opt, sched)
             raise StopRun(f"early stopping: {self.watched_metric} has not improved for {self.early.bad_evals} validations "
                           f"(best {self.early.best:.4f} at step {self.early.best_step})")
@@ -304,13 +349,15 @@ class Recipe:
         return best and self.cfg.eval.save_best
 
     def _save(self, stage: str, optimizer, scheduler, best: bool = False) -> None:
+        self.last_saved_step = self.step
+        rng_per_rank = self._gather_rng_states()  # every process: a collective under DDP
         if not self.accelerator.is_main_process:
             return
         state = {"step": self.step, "stage": stage, "run_name": self.derived.run_name, "mlflow_run_id": self.tracker.run_id,
                  "metrics": dict(self.final_metrics), "early_stopping": self.early.state_dict(),
                  "skipped_steps": self.skipped_total, "config": self.flat_config()}
         training = {"stage": stage, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "rng": ckpt.rng_state(), "sampler": self.sampler.state_dict(),
+                    "rng": rng_per_rank[0], "rng_per_rank": rng_per_rank, "sampler": self.sampler.state_dict(),
                     "kl_ctrl": self.ctx.kl_ctrl.state_dict() if self.ctx.kl_ctrl is not None else None}
         path = ckpt.save_checkpoint(self.checkpoint_root, self.step, self.accelerator.unwrap_model(self.ctx.policy),
                                     self.ctx.tokenizer, state, training)

@@ -137,7 +137,19 @@ def main() -> None:
             print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     sys.argv += _secondary_rank_overrides()
-    _hydra_main()
+    try:
+        _hydra_main()
+    finally:
+        close_process_group()
+
+
+def close_process_group() -> None:
+    """Under `accelerate launch`, leave the process group before exiting: a gloo group torn down
+    at interpreter exit can abort the process ("terminate called without an active exception")."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

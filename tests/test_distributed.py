@@ -127,3 +127,57 @@ def test_sharded_launch_is_refused_in_one_line_before_any_run(tmp_path):
     assert proc.returncode != 0
     assert proc.stderr.count("error: accelerate distributed_type=FSDP: sharded training is not supported") == 1
     assert not (tmp_path / "run").exists() and not (tmp_path / "m.db").exists()
+
+
+DDP_RESUME = ["task=numgame", "schedule.rce_steps=2", "trainer.max_steps=6", "trainer.save_every=2", "logger.log_every=1",
+              "eval.eval_every=2", "eval.num_samples=16", "rollout.batch_size=4", "rollout.group_size=4",
+              "generation.max_new_tokens=4", "trainer.threads=1", "algorithm.kl_beta=0.04"]
+
+
+def ddp_run(out, env=None):
+    import os
+
+    return subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", CONFIG, "-m", "grpo.run",
+                           *DDP_RESUME, f"logger.tracking_uri=sqlite:///{out}/mlflow.db", f"hydra.run.dir={out}/run"],
+                          capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})})
+
+
+@pytest.mark.slow
+def test_two_process_run_killed_mid_save_resumes_as_if_never_stopped(tmp_path):
+    """Each rank's random stream is saved and restored: after a crash, both ranks sample what
+    they would have sampled, so the resumed run's metrics equal the uninterrupted run's."""
+    from tests.helpers.run_metrics import assert_same_metrics, histories
+
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    first = ddp_run(whole)
+    assert first.returncode == 0, first.stderr[-3000:]
+    crashed = ddp_run(broken, env={"GRPO_FAULT": "save:6"})  # rank 0 dies writing global step 6 (GRPO step 4)
+    assert crashed.returncode != 0
+    assert not (broken / "run" / "checkpoints" / "step_6").exists()
+    resumed = ddp_run(broken)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "step_4 (step 4, stage grpo)" in resumed.stdout + resumed.stderr
+    assert_same_metrics(histories(whole), histories(broken))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("estimator,scale", [("grpo", "batch"), ("reinforce_pp", "group"), ("reinforce_pp_baseline", "group"),
+                                             ("grpo", "group")])
+def test_batch_level_advantages_use_the_global_batch(tmp_path, estimator, scale):
+    """Two real gloo processes: each gets the slice of the advantages one process computes on all rewards."""
+    import json
+    import os
+
+    import torch
+
+    from grpo.algorithms.advantages import compute_advantages
+    from tests.helpers.batch_advantages_worker import REWARDS
+
+    worker = str(Path(__file__).resolve().parent / "helpers" / "batch_advantages_worker.py")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           worker, str(tmp_path), estimator, scale], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})  # this checkout's grpo
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads((tmp_path / "rank0.json").read_text()) + json.loads((tmp_path / "rank1.json").read_text())
+    want = compute_advantages(torch.tensor(REWARDS[0] + REWARDS[1]), 2, estimator=estimator, scale_rewards=scale, eps=1e-4)
+    assert torch.allclose(torch.tensor(got), want, atol=1e-6)

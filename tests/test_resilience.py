@@ -7,7 +7,6 @@ that is not a wall-clock time.
 """
 
 import json
-import math
 import os
 import signal
 import sqlite3
@@ -19,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.run_metrics import TOL, assert_same_metrics, histories
+
 BASE = ["task=numgame", "schedule.rce_steps=4", "trainer.max_steps=12", "trainer.save_every=4", "logger.log_every=1",
         "eval.eval_every=4", "eval.num_samples=16", "rollout.batch_size=4", "rollout.group_size=4",
         "generation.max_new_tokens=4", "trainer.threads=1", "algorithm.kl_beta=0.04"]
-TIMING = ("time/", "train/step_time", "train/tokens_per_s")
-TOL = 1e-6
 
 pytestmark = pytest.mark.slow
 
@@ -37,31 +36,6 @@ def run(out: Path, *extra: str, env=None, timeout=600) -> subprocess.CompletedPr
     """The run's whole console (Hydra logs to stdout, progress bars and warnings to stderr) in `.stdout`."""
     return subprocess.run(command(out, *extra), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           timeout=timeout, env={**os.environ, **(env or {})})
-
-
-def histories(out: Path) -> dict[str, list[tuple[int, float]]]:
-    import mlflow
-
-    client = mlflow.MlflowClient(f"sqlite:///{out}/mlflow.db")
-    runs = client.search_runs([client.get_experiment_by_name("grpo-suite").experiment_id])
-    assert len(runs) == 1, f"expected one MLflow run, found {len(runs)}"
-    run_ = runs[0]
-    out_ = {}
-    for key in run_.data.metrics:
-        points = sorted((m.step, m.value) for m in client.get_metric_history(run_.info.run_id, key))
-        steps = [s for s, _ in points]
-        assert len(steps) == len(set(steps)), f"{key} has duplicated steps: {steps}"
-        out_[key] = points
-    return out_
-
-
-def assert_same_metrics(a: dict, b: dict) -> None:
-    keys = {k for k in a if not k.startswith(TIMING)}
-    assert keys == {k for k in b if not k.startswith(TIMING)}
-    for key in sorted(keys):
-        assert [s for s, _ in a[key]] == [s for s, _ in b[key]], key
-        for (step, va), (_, vb) in zip(a[key], b[key]):
-            assert (math.isnan(va) and math.isnan(vb)) or abs(va - vb) <= TOL, f"{key} at step {step}: {va} != {vb}"
 
 
 def adapter(out: Path, step: int):

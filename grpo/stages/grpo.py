@@ -20,6 +20,7 @@ from grpo.algorithms.advantages import compute_advantages, group_stats
 from grpo.algorithms.kl import kl_divergence
 from grpo.algorithms.losses import policy_loss
 from grpo.algorithms.sampling import dynamic_sampling_keep, top_entropy_token_mask
+from grpo.config.schema import AlgorithmConfig
 from grpo.rewards.model import Scores
 from grpo.rollout.engine import Rollout, SamplingParams, repeat_prompts
 from grpo.schedules import linear_schedule
@@ -79,6 +80,28 @@ def sample_with_filter(ctx: RunContext, examples: list[Example], temperature: fl
     return prompts, rollout, scores, info
 
 
+def uses_batch_statistics(a: AlgorithmConfig) -> bool:
+    """Whether the advantage estimator reads statistics of the whole batch, not only of each group."""
+    return a.adv_estimator in ("reinforce_pp", "reinforce_pp_baseline") or (
+        a.adv_estimator == "grpo" and a.scale_rewards == "batch")
+
+
+def batch_advantages(accelerator, rewards: torch.Tensor, group_size: int, a: AlgorithmConfig) -> torch.Tensor:
+    """This process's advantages [N_local]; batch-level statistics (scale_rewards=batch, reinforce++)
+    are taken over the global batch, all processes' rewards, as a single process would take them."""
+    def advantages(r: torch.Tensor) -> torch.Tensor:
+        return compute_advantages(r, group_size, estimator=a.adv_estimator, scale_rewards=a.scale_rewards, eps=a.adv_eps)
+
+    if accelerator.num_processes == 1 or not uses_batch_statistics(a):
+        return advantages(rewards)  # groups are whole on each process: nothing to gather
+    from accelerate.utils import gather_object
+
+    parts = gather_object([rewards.tolist()])  # one list per process, in rank order (sizes may differ)
+    start = sum(len(part) for part in parts[:accelerator.process_index])
+    everything = torch.tensor([r for part in parts for r in part], dtype=rewards.dtype, device=rewards.device)
+    return advantages(everything)[start:start + rewards.numel()]
+
+
 def grpo_step(ctx: RunContext, batch: Sequence[Example], step: int, optimizer, scheduler,
               refill: Optional[Callable[[], Sequence[Example]]] = None) -> tuple[dict[str, float], list[dict]]:
     """One GRPO step on this process's share of `batch` (num_iterations optimizer updates).
@@ -117,7 +140,7 @@ def grpo_step(ctx: RunContext, batch: Sequence[Example], step: int, optimizer, s
         kl_tok = kl_divergence(old_logp, ref_logp, a.kl_estimator) * mask  # [N, C]
         kl_penalty = kl_tok.sum(1)  # [N] sequence KL
         rewards = rewards - kl_beta * kl_penalty
-    advantages = compute_advantages(rewards, G, estimator=a.adv_estimator, scale_rewards=a.scale_rewards, eps=a.adv_eps)
+    advantages = batch_advantages(acc, rewards, G, a)
 
     # 5. num_iterations x (micro-batches, one update)
     t_train = time.perf_counter()
