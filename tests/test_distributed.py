@@ -166,17 +166,17 @@ def test_two_process_run_killed_mid_save_resumes_as_if_never_stopped(tmp_path):
 def test_batch_level_advantages_use_the_global_batch(tmp_path, estimator, scale):
     """Two real gloo processes: each gets the slice of the advantages one process computes on all rewards."""
     import json
-    import os
 
     import torch
 
     from grpo.algorithms.advantages import compute_advantages
+    from tests.helpers.subprocess_env import child_env
     from tests.helpers.batch_advantages_worker import REWARDS
 
     worker = str(Path(__file__).resolve().parent / "helpers" / "batch_advantages_worker.py")
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                            worker, str(tmp_path), estimator, scale], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})  # this checkout's grpo
+                          env=child_env())
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = json.loads((tmp_path / "rank0.json").read_text()) + json.loads((tmp_path / "rank1.json").read_text())
     want = compute_advantages(torch.tensor(REWARDS[0] + REWARDS[1]), 2, estimator=estimator, scale_rewards=scale, eps=1e-4)

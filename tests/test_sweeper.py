@@ -9,7 +9,6 @@ joblib, MLflow.
 from __future__ import annotations
 
 import math
-import os
 import shlex
 import signal
 import sqlite3
@@ -27,21 +26,13 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from tests.helpers.subprocess_env import child_env  # noqa: E402  (after the path insert)
+
 APP = ROOT / "tests" / "sweep_app" / "app.py"
 CONF = ROOT / "tests" / "sweep_app" / "conf"
 
 
 # --------------------------------------------------------------------------- helpers
-def _env() -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
-    for k in ("HYDRA_FULL_ERROR", "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME"):
-        env.pop(k, None)
-    env["MLFLOW_DISABLE_TELEMETRY"] = "true"
-    env["DO_NOT_TRACK"] = "true"
-    return env
-
-
 def storage_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'optuna.db'}"
 
@@ -75,7 +66,7 @@ def sweep(tmp_path: Path, *overrides: str, name: str = "sweep", expect_rc: int =
         *overrides,
     ]
     proc = subprocess.run(
-        cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300
+        cmd, cwd=tmp_path, env=child_env(), capture_output=True, text=True, timeout=300
     )
     if proc.returncode != expect_rc:
         raise AssertionError(
@@ -106,7 +97,7 @@ def test_plugin_import_is_light():
         "assert 'optuna' not in sys.modules\n"
     )
     proc = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=_env(), capture_output=True, text=True
+        [sys.executable, "-c", code], cwd=ROOT, env=child_env(), capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stderr
     assert not (ROOT / "hydra_plugins" / "__init__.py").exists(), "hydra_plugins must stay a namespace"
@@ -278,7 +269,7 @@ def test_sweep_end_to_end(tmp_path):
     run_dir = tmp_path / "rerun"
     proc = subprocess.run(
         [sys.executable, *cmd[1:], f"hydra.run.dir={run_dir}"],
-        cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120,
+        cwd=tmp_path, env=child_env(), capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     overrides = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text())
@@ -391,7 +382,7 @@ def test_resume_after_kill(tmp_path, sig, reason):
         f"hydra.sweeper.storage={storage_url(tmp_path)}", "hydra.sweeper.n_trials=6",
         "hydra.sweeper.pruner.n_startup_trials=100", "sleep=0.5",
     ]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=child_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     seen: List[str] = []
     try:

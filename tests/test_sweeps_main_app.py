@@ -9,7 +9,6 @@ space is a valid run configuration. Slow (@pytest.mark.slow): a real `python -m 
 from __future__ import annotations
 
 import itertools
-import os
 import shlex
 import subprocess
 import sys
@@ -21,6 +20,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from tests.helpers.subprocess_env import child_env  # noqa: E402  (after the path insert)
 
 SEARCHED = {
     "algorithm.kl_beta",
@@ -174,16 +175,6 @@ def test_the_sweep_files_compose_with_another_experiment():
 
 
 # --------------------------------------------------------------------------- slow
-def _env() -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
-    for k in ("HYDRA_FULL_ERROR", "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME"):
-        env.pop(k, None)
-    env["MLFLOW_DISABLE_TELEMETRY"] = "true"
-    env["DO_NOT_TRACK"] = "true"
-    return env
-
-
 # Tiny trials: the searched lengths are fixed on the command line (the command line wins over
 # `params`), the rest of the search space is still sampled.
 TINY = [
@@ -213,7 +204,7 @@ def run_sweep(tmp_path: Path, sweep: str, n_trials: int, *extra: str, tag: str =
         *TINY,
         *extra,
     ]
-    proc = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, cwd=tmp_path, env=child_env(), capture_output=True, text=True, timeout=300)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"rc={proc.returncode} for {shlex.join(cmd)}\n{out[-6000:]}"
     return out
