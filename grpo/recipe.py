@@ -111,9 +111,10 @@ class Recipe:
         max_new = max(1, min(cfg.generation.max_new_tokens, ctx_len - longest_prompt))
         a = cfg.algorithm
         kl_ctrl = AdaptiveKLController(a.kl_beta, a.kl_target, a.kl_horizon) if a.kl_ctrl == "adaptive" else None
+        engine = MergedEngine(tokenizer)
         self.ctx = RunContext(cfg=cfg, derived=self.derived, accelerator=acc, policy=policy, tokenizer=tokenizer,
-                              engine=MergedEngine(tokenizer), reward_model=RewardModel(cfg.reward), task=task,
-                              reference=reference, max_new_tokens=max_new, kl_ctrl=kl_ctrl)
+                              engine=engine, reward_model=RewardModel(cfg.reward), task=task, reference=reference,
+                              max_new_tokens=max_new, kl_ctrl=kl_ctrl, token_ids=engine.token_ids)  # one cache per run
         self.sampler = BatchSampler(task.train, cfg.task.domain_ratios, seed=cfg.task.seed + 7)
         run_id = resume_state.get("mlflow_run_id") if resume_state else None
         self.tracker = (build_tracker(cfg.logger, self.derived.run_name, self.tags, self.output_dir, resume_run_id=run_id)
