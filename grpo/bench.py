@@ -32,10 +32,18 @@ PHASES = ("generation", "reference_forward", "policy_forward", "backward", "opti
 
 # ---------------------------------------------------------------- the workload
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m grpo.bench", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", nargs="+", default=["tiny"], choices=["tiny", "small"],
-                   help="conf/model size(s); several: all interleaved in one run, a table each (default tiny)")
+    p = argparse.ArgumentParser(
+        prog="python -m grpo.bench",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--model",
+        nargs="+",
+        default=["tiny"],
+        choices=["tiny", "small"],
+        help="conf/model size(s); several: all interleaved in one run, a table each (default tiny)",
+    )
     p.add_argument("--prompts", type=int, default=8, help="prompts per step (default 8)")
     p.add_argument("--group", type=int, default=4, help="completions per prompt (default 4)")
     p.add_argument("--new-tokens", type=int, default=8, help="tokens generated per completion, all of them (default 8)")
@@ -45,17 +53,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
     p.add_argument("--repeats", type=int, default=3, help="runs (processes) per implementation (default 3)")
     p.add_argument("--vs", choices=["trl"], default=None, help="also run TRL's GRPOTrainer, interleaved")
-    p.add_argument("--engine", choices=["recipe", "hf", "merged"], default="recipe",
-                   help="ours: the rollout engine Recipe.setup builds (default), or HFGenerateEngine / MergedEngine")
-    p.add_argument("--plain-decoder", action=argparse.BooleanOptionalAction, default=True,
-                   help="ours: score (and sample) on grpo/rollout/merged.py where the model allows (default on)")
-    p.add_argument("--lora-dropout", type=float, default=None,
-                   help="LoRA dropout in both implementations (default: conf/lora's, 0.05)")
-    p.add_argument("--share-prompt-dropout", action="store_true",
-                   help="ours: share a group's prompt in the policy forward under LoRA dropout too "
-                        "(rows of a group then share the prompt's dropout masks; off by default)")
-    p.add_argument("--ladder", action="store_true",
-                   help="ours only: each speed change in turn, in one process, a step of each rung in turn")
+    p.add_argument(
+        "--engine",
+        choices=["recipe", "hf", "merged"],
+        default="recipe",
+        help="ours: the rollout engine Recipe.setup builds (default), or HFGenerateEngine / MergedEngine",
+    )
+    p.add_argument(
+        "--plain-decoder",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="ours: score (and sample) on grpo/rollout/merged.py where the model allows (default on)",
+    )
+    p.add_argument(
+        "--lora-dropout",
+        type=float,
+        default=None,
+        help="LoRA dropout in both implementations (default: conf/lora's, 0.05)",
+    )
+    p.add_argument(
+        "--share-prompt-dropout",
+        action="store_true",
+        help="ours: share a group's prompt in the policy forward under LoRA dropout too "
+        "(rows of a group then share the prompt's dropout masks; off by default)",
+    )
+    p.add_argument(
+        "--ladder",
+        action="store_true",
+        help="ours only: each speed change in turn, in one process, a step of each rung in turn",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch threads in every run (default: torch's)")
     p.add_argument("--json", dest="json_path", default=None, help="also write the JSON result to this file")
     p.add_argument("--worker", choices=["ours", "trl"], default=None, help=argparse.SUPPRESS)
@@ -65,14 +91,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def overrides(args: argparse.Namespace, out_dir: str) -> list[str]:
     """The workload as config overrides of `python -m grpo.run`."""
     return [
-        f"model={args.model}", "task=numgame", "logger=none", "trainer.resume=never", f"trainer.output_dir={out_dir}",
-        f"rollout.batch_size={args.prompts}", f"rollout.group_size={args.group}",
-        f"generation.max_new_tokens={args.new_tokens}", "generation.temperature=1.0", "generation.top_p=1.0",
-        "generation.top_k=0", f"lora.rank={args.lora_rank}", f"lora.alpha={2 * args.lora_rank}",
-        "lora.target_modules=[q_proj,k_proj,v_proj,o_proj]", "algorithm.use_kl_loss=true",
-        f"algorithm.kl_beta={0.04 if args.kl else 0.0}", "algorithm.kl_estimator=k3", "algorithm.clip_range=0.2",
-        "algorithm.loss_agg=seq-mean-token-mean", "schedule.rce_epochs=0", "schedule.temperature.enabled=false",
-        f"trainer.max_steps={args.warmup + args.steps}", "trainer.gradient_accumulation_steps=1",
+        f"model={args.model}",
+        "task=numgame",
+        "logger=none",
+        "trainer.resume=never",
+        f"trainer.output_dir={out_dir}",
+        f"rollout.batch_size={args.prompts}",
+        f"rollout.group_size={args.group}",
+        f"generation.max_new_tokens={args.new_tokens}",
+        "generation.temperature=1.0",
+        "generation.top_p=1.0",
+        "generation.top_k=0",
+        f"lora.rank={args.lora_rank}",
+        f"lora.alpha={2 * args.lora_rank}",
+        "lora.target_modules=[q_proj,k_proj,v_proj,o_proj]",
+        "algorithm.use_kl_loss=true",
+        f"algorithm.kl_beta={0.04 if args.kl else 0.0}",
+        "algorithm.kl_estimator=k3",
+        "algorithm.clip_range=0.2",
+        "algorithm.loss_agg=seq-mean-token-mean",
+        "schedule.rce_epochs=0",
+        "schedule.temperature.enabled=false",
+        f"trainer.max_steps={args.warmup + args.steps}",
+        "trainer.gradient_accumulation_steps=1",
         *([f"trainer.threads={args.threads}"] if args.threads else []),
         *([f"lora.dropout={args.lora_dropout}"] if args.lora_dropout is not None else []),
     ]
@@ -126,6 +167,7 @@ def run_ours(args: argparse.Namespace) -> dict:
             def peft_disable_adapter():
                 with policy.disable_adapter():
                     yield policy
+
             references["peft"] = peft_disable_adapter
 
         def configure(rung: str | None) -> None:
@@ -143,8 +185,13 @@ def run_ours(args: argparse.Namespace) -> dict:
             merged.SHARE_PROMPT_UNDER_DROPOUT = level >= 5
 
         opt = build_optimizer(ctx.policy.parameters(), cfg.trainer.optim, cfg.schedule.grpo_lr)
-        sched = build_scheduler(opt, total_steps=recipe.derived.grpo_steps * (len(LADDER) if args.ladder else 1),
-                                warmup_steps=0, decay=cfg.schedule.lr_scheduler, min_ratio=cfg.schedule.min_lr_ratio)
+        sched = build_scheduler(
+            opt,
+            total_steps=recipe.derived.grpo_steps * (len(LADDER) if args.ladder else 1),
+            warmup_steps=0,
+            decay=cfg.schedule.lr_scheduler,
+            min_ratio=cfg.schedule.min_lr_ratio,
+        )
         opt, sched = acc.prepare(opt, sched)
 
         cuda = acc.device.type == "cuda"
@@ -159,6 +206,7 @@ def run_ours(args: argparse.Namespace) -> dict:
                 sync()
                 spent[name] += time.perf_counter() - t
                 return out
+
             return wrapper
 
         # The accelerator's backward and clip, and the optimizer's step, are what grpo_step calls.
@@ -185,13 +233,23 @@ def run_ours(args: argparse.Namespace) -> dict:
                 gen, ref, train = metrics["time/generate"], metrics["time/reference"], metrics["time/train"]
                 policy_fwd = train - spent["backward"] - spent["optimizer"]
                 steps, tokens, _ = record[rung]
-                steps.append({"step": total, "generation": gen, "reference_forward": ref, "policy_forward": policy_fwd,
-                              "backward": spent["backward"], "optimizer": spent["optimizer"],
-                              "other": total - gen - ref - train})
+                steps.append(
+                    {
+                        "step": total,
+                        "generation": gen,
+                        "reference_forward": ref,
+                        "policy_forward": policy_fwd,
+                        "backward": spent["backward"],
+                        "optimizer": spent["optimizer"],
+                        "other": total - gen - ref - train,
+                    }
+                )
                 tokens.append(metrics["train/completion_len/mean"] * metrics["train/num_samples"])
                 record[rung] = (steps, tokens, type(ctx.engine).__name__)
-        results = {rung: {**summarize(rung or "ours", steps, tokens), "engine": engine}
-                   for rung, (steps, tokens, engine) in record.items()}
+        results = {
+            rung: {**summarize(rung or "ours", steps, tokens), "engine": engine}
+            for rung, (steps, tokens, engine) in record.items()
+        }
         if cuda:
             for result in results.values():
                 result["peak_cuda_mib"] = torch.cuda.max_memory_allocated() / 2**20
@@ -219,29 +277,62 @@ def run_trl(args: argparse.Namespace) -> dict:
         torch.manual_seed(cfg.seed)
         model, tokenizer = load_model(cfg.model)
         task = build_task(cfg.task)
-        data = Dataset.from_list([{"prompt": ex.prompt, "answer": ex.answer, "answer_pattern": task.answer_pattern}
-                                  for ex in task.train])
+        data = Dataset.from_list(
+            [{"prompt": ex.prompt, "answer": ex.answer, "answer_pattern": task.answer_pattern} for ex in task.train]
+        )
         lora = cfg.lora
-        peft_cfg = LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                              target_modules=list(lora.target_modules), task_type="CAUSAL_LM")
+        peft_cfg = LoraConfig(
+            r=lora.rank,
+            lora_alpha=lora.alpha,
+            lora_dropout=lora.dropout,
+            target_modules=list(lora.target_modules),
+            task_type="CAUSAL_LM",
+        )
         a = cfg.algorithm
         targs = GRPOConfig(
-            output_dir=out_dir, per_device_train_batch_size=args.prompts * args.group, num_generations=args.group,
-            gradient_accumulation_steps=1, max_completion_length=args.new_tokens,
-            generation_kwargs={"min_new_tokens": args.new_tokens}, temperature=1.0, top_p=1.0, top_k=0,
-            beta=a.kl_beta, epsilon=a.clip_range, loss_type="grpo", scale_rewards="group", num_iterations=1,
-            learning_rate=cfg.schedule.grpo_lr, lr_scheduler_type=cfg.schedule.lr_scheduler, warmup_steps=0,
-            max_grad_norm=cfg.trainer.max_grad_norm, optim="adamw_torch", weight_decay=0.0,
-            max_steps=args.warmup + args.steps, bf16=False, use_cpu=True, gradient_checkpointing=False,
-            logging_strategy="no", save_strategy="no", report_to="none", disable_tqdm=True, seed=cfg.seed,
+            output_dir=out_dir,
+            per_device_train_batch_size=args.prompts * args.group,
+            num_generations=args.group,
+            gradient_accumulation_steps=1,
+            max_completion_length=args.new_tokens,
+            generation_kwargs={"min_new_tokens": args.new_tokens},
+            temperature=1.0,
+            top_p=1.0,
+            top_k=0,
+            beta=a.kl_beta,
+            epsilon=a.clip_range,
+            loss_type="grpo",
+            scale_rewards="group",
+            num_iterations=1,
+            learning_rate=cfg.schedule.grpo_lr,
+            lr_scheduler_type=cfg.schedule.lr_scheduler,
+            warmup_steps=0,
+            max_grad_norm=cfg.trainer.max_grad_norm,
+            optim="adamw_torch",
+            weight_decay=0.0,
+            max_steps=args.warmup + args.steps,
+            bf16=False,
+            use_cpu=True,
+            gradient_checkpointing=False,
+            logging_strategy="no",
+            save_strategy="no",
+            report_to="none",
+            disable_tqdm=True,
+            seed=cfg.seed,
             dataloader_num_workers=0,
         )
 
         def reward(prompts, completions, answer, answer_pattern, **_):
             return correctness(prompts, completions, answer=answer, answer_pattern=answer_pattern)
 
-        trainer = GRPOTrainer(model=model, reward_funcs=reward, args=targs, train_dataset=data,
-                              processing_class=tokenizer, peft_config=peft_cfg)
+        trainer = GRPOTrainer(
+            model=model,
+            reward_funcs=reward,
+            args=targs,
+            train_dataset=data,
+            processing_class=tokenizer,
+            peft_config=peft_cfg,
+        )
         spent = {"generation": 0.0}
         generate = trainer.model.generate
 
@@ -250,6 +341,7 @@ def run_trl(args: argparse.Namespace) -> dict:
             out = generate(*a, **kw)
             spent["generation"] += time.perf_counter() - t
             return out
+
         trainer.model.generate = timed_generate
 
         steps: list[dict] = []
@@ -262,7 +354,9 @@ def run_trl(args: argparse.Namespace) -> dict:
             def on_step_end(self, _args, state, *__, **___):
                 total = time.perf_counter() - self.t0
                 if state.global_step > args.warmup:
-                    steps.append({"step": total, "generation": spent["generation"], "other": total - spent["generation"]})
+                    steps.append(
+                        {"step": total, "generation": spent["generation"], "other": total - spent["generation"]}
+                    )
 
         trainer.add_callback(StepTimer())
         trainer.train()
@@ -291,15 +385,36 @@ def summarize(impl: str, steps: list[dict], tokens: list[float]) -> dict:
 
 def spawn(impl: str, args: argparse.Namespace, model: str) -> dict:
     """One run in its own process; its last stdout line is the result as JSON."""
-    flags = ["--model", model, "--prompts", str(args.prompts), "--group", str(args.group), "--new-tokens", str(args.new_tokens),
-             "--lora-rank", str(args.lora_rank), "--kl" if args.kl else "--no-kl", "--steps", str(args.steps),
-             "--warmup", str(args.warmup), "--engine", args.engine,
-             "--plain-decoder" if args.plain_decoder else "--no-plain-decoder",
-             *(["--lora-dropout", str(args.lora_dropout)] if args.lora_dropout is not None else []),
-             *(["--share-prompt-dropout"] if args.share_prompt_dropout else []),
-             *(["--ladder"] if args.ladder else []), *(["--threads", str(args.threads)] if args.threads else [])]
-    proc = subprocess.run([sys.executable, "-m", "grpo.bench", *flags, "--worker", impl], capture_output=True, text=True,
-                          env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    flags = [
+        "--model",
+        model,
+        "--prompts",
+        str(args.prompts),
+        "--group",
+        str(args.group),
+        "--new-tokens",
+        str(args.new_tokens),
+        "--lora-rank",
+        str(args.lora_rank),
+        "--kl" if args.kl else "--no-kl",
+        "--steps",
+        str(args.steps),
+        "--warmup",
+        str(args.warmup),
+        "--engine",
+        args.engine,
+        "--plain-decoder" if args.plain_decoder else "--no-plain-decoder",
+        *(["--lora-dropout", str(args.lora_dropout)] if args.lora_dropout is not None else []),
+        *(["--share-prompt-dropout"] if args.share_prompt_dropout else []),
+        *(["--ladder"] if args.ladder else []),
+        *(["--threads", str(args.threads)] if args.threads else []),
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-m", "grpo.bench", *flags, "--worker", impl],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
+    )
     if proc.returncode != 0:
         raise SystemExit(f"{impl} run failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -313,7 +428,9 @@ def aggregate(runs: list[dict]) -> dict:
         "step_time_s": med(r["step_time_s"] for r in runs),
         "run_step_times_s": [r["step_time_s"] for r in runs],
         "tokens_per_s": med(r["tokens_per_s"] for r in runs),
-        "generation_tokens_per_s": med(r["generation_tokens_per_s"] for r in runs) if runs[0]["generation_tokens_per_s"] else None,
+        "generation_tokens_per_s": med(r["generation_tokens_per_s"] for r in runs)
+        if runs[0]["generation_tokens_per_s"]
+        else None,
         "phases_s": phases,
         "peak_rss_mib": max(r["peak_rss_mib"] for r in runs),
         **({"engine": runs[0]["engine"]} if "engine" in runs[0] else {}),
@@ -322,15 +439,22 @@ def aggregate(runs: list[dict]) -> dict:
 
 def workload_line(result: dict) -> str:
     w = result["workload"]
-    return (f"workload: model={w['model']} prompts={w['prompts']} group={w['group']} new_tokens={w['new_tokens']} "
-            f"lora_rank={w['lora_rank']} kl={w['kl']} steps={w['steps']} (+{w['warmup']} warm-up) repeats={w['repeats']} "
-            f"threads={w['threads'] or 'default'} lora_dropout={'conf' if w['lora_dropout'] is None else w['lora_dropout']}"
-            + (" share_prompt_dropout" if w["share_prompt_dropout"] else "") + (f" engine={w['engine']}" if w["engine"] != "recipe" else ""))
+    return (
+        f"workload: model={w['model']} prompts={w['prompts']} group={w['group']} new_tokens={w['new_tokens']} "
+        f"lora_rank={w['lora_rank']} kl={w['kl']} steps={w['steps']} (+{w['warmup']} warm-up) repeats={w['repeats']} "
+        f"threads={w['threads'] or 'default'} lora_dropout={'conf' if w['lora_dropout'] is None else w['lora_dropout']}"
+        + (" share_prompt_dropout" if w["share_prompt_dropout"] else "")
+        + (f" engine={w['engine']}" if w["engine"] != "recipe" else "")
+    )
 
 
 def table(result: dict) -> str:
-    lines = [workload_line(result), "", "| | ours | trl |" if "trl" in result else "| | ours |",
-             "|---|---|---|" if "trl" in result else "|---|---|"]
+    lines = [
+        workload_line(result),
+        "",
+        "| | ours | trl |" if "trl" in result else "| | ours |",
+        "|---|---|---|" if "trl" in result else "|---|---|",
+    ]
     impls = [k for k in ("ours", "trl") if k in result]
 
     def row(label, fn):
@@ -341,34 +465,64 @@ def table(result: dict) -> str:
 
     row("median step", lambda r: ms(r["step_time_s"]))
     row("generated tokens/s (step)", lambda r: f"{r['tokens_per_s']:.0f}")
-    row("generated tokens/s (generation)", lambda r: "-" if not r["generation_tokens_per_s"] else f"{r['generation_tokens_per_s']:.0f}")
+    row(
+        "generated tokens/s (generation)",
+        lambda r: "-" if not r["generation_tokens_per_s"] else f"{r['generation_tokens_per_s']:.0f}",
+    )
     for phase in PHASES:
-        row(f"  {phase.replace('_', ' ')}", lambda r: ms(r["phases_s"].get(phase)))
+        row(f"  {phase.replace('_', ' ')}", lambda r, phase=phase: ms(r["phases_s"].get(phase)))
     row("peak RSS", lambda r: f"{r['peak_rss_mib']:.0f} MiB")
     if "pairs" in result:
-        lines += ["", "ours / trl pair by pair: " + ", ".join(f"{p['ratio']:.3f}" for p in result["pairs"]),
-                  f"median ratio: {result['median_ratio']:.3f}  (TRL / ours: {1 / result['median_ratio']:.2f}x)"]
+        lines += [
+            "",
+            "ours / trl pair by pair: " + ", ".join(f"{p['ratio']:.3f}" for p in result["pairs"]),
+            f"median ratio: {result['median_ratio']:.3f}  (TRL / ours: {1 / result['median_ratio']:.2f}x)",
+        ]
     return "\n".join(lines)
 
 
 def ladder_table(result: dict) -> str:
     rungs = result["ladder"]
     first = next(iter(rungs.values()))["step_time_s"]
-    lines = [workload_line(result), "", "| rung | median step | vs before | generation | reference | policy fwd | backward | change |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        workload_line(result),
+        "",
+        "| rung | median step | vs before | generation | reference | policy fwd | backward | change |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for rung, r in rungs.items():
         ph = r["phases_s"]
-        lines.append(f"| {rung} | {1000 * r['step_time_s']:.1f} ms | {r['step_time_s'] / first:.2f} | "
-                     + " | ".join(f"{1000 * ph[k]:.1f}" for k in ("generation", "reference_forward", "policy_forward", "backward"))
-                     + f" | {LADDER[rung]} |")
+        lines.append(
+            f"| {rung} | {1000 * r['step_time_s']:.1f} ms | {r['step_time_s'] / first:.2f} | "
+            + " | ".join(
+                f"{1000 * ph[k]:.1f}" for k in ("generation", "reference_forward", "policy_forward", "backward")
+            )
+            + f" | {LADDER[rung]} |"
+        )
     return "\n".join(lines)
 
 
 def report(args: argparse.Namespace, model: str, runs: dict[str, list[dict]]) -> dict:
     """One model's result: the workload, each implementation's medians, the ratios pair by pair."""
-    workload = {k: getattr(args, k) for k in ("prompts", "group", "new_tokens", "lora_rank", "kl", "steps", "warmup",
-                                               "repeats", "threads", "engine", "plain_decoder", "lora_dropout",
-                                               "share_prompt_dropout", "ladder")}
+    workload = {
+        k: getattr(args, k)
+        for k in (
+            "prompts",
+            "group",
+            "new_tokens",
+            "lora_rank",
+            "kl",
+            "steps",
+            "warmup",
+            "repeats",
+            "threads",
+            "engine",
+            "plain_decoder",
+            "lora_dropout",
+            "share_prompt_dropout",
+            "ladder",
+        )
+    }
     result: dict = {"workload": {"model": model, **workload}}
     if args.ladder:
         result["ladder"] = {rung: aggregate([run["ladder"][rung] for run in runs["ours"]]) for rung in LADDER}
@@ -376,8 +530,10 @@ def report(args: argparse.Namespace, model: str, runs: dict[str, list[dict]]) ->
     for impl, impl_runs in runs.items():
         result[impl] = aggregate(impl_runs)
     if "trl" in runs:
-        result["pairs"] = [{"ours_s": o["step_time_s"], "trl_s": t["step_time_s"], "ratio": o["step_time_s"] / t["step_time_s"]}
-                           for o, t in zip(runs["ours"], runs["trl"])]
+        result["pairs"] = [
+            {"ours_s": o["step_time_s"], "trl_s": t["step_time_s"], "ratio": o["step_time_s"] / t["step_time_s"]}
+            for o, t in zip(runs["ours"], runs["trl"])
+        ]
         result["median_ratio"] = statistics.median(p["ratio"] for p in result["pairs"])
     return result
 
@@ -398,7 +554,9 @@ def main(argv: list[str] | None = None) -> dict | None:
             for impl in impls:
                 run = spawn(impl, args, model)
                 runs[model][impl].append(run)
-                took = run["step_time_s"] if "ladder" not in run else max(r["step_time_s"] for r in run["ladder"].values())
+                took = (
+                    run["step_time_s"] if "ladder" not in run else max(r["step_time_s"] for r in run["ladder"].values())
+                )
                 print(f"run {i + 1}/{args.repeats} {model} {impl}: {1000 * took:.1f} ms/step", file=sys.stderr)
     results = {model: report(args, model, runs[model]) for model in args.model}
     for result in results.values():

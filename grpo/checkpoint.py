@@ -18,7 +18,7 @@ import random
 import re
 import shutil
 import tempfile
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,13 +30,28 @@ TRAINING_FILE = "training_state.pt"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
 # Keys that may change when a run is resumed: budgets, cadences, tracking and output places.
-RESUMABLE_CHANGES = ("trainer.max_steps", "trainer.resume", "trainer.output_dir", "trainer.save_every", "trainer.save_limit",
-                     "trainer.threads", "trainer.max_bad_steps", "eval.", "logger.", "paths.", "optuna_trial")
+RESUMABLE_CHANGES = (
+    "trainer.max_steps",
+    "trainer.resume",
+    "trainer.output_dir",
+    "trainer.save_every",
+    "trainer.save_limit",
+    "trainer.threads",
+    "trainer.max_bad_steps",
+    "eval.",
+    "logger.",
+    "paths.",
+    "optuna_trial",
+)
 
 
 def rng_state() -> dict[str, Any]:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
@@ -83,7 +98,7 @@ def complete_checkpoints(root: str) -> list[tuple[int, str]]:
     return sorted(found)
 
 
-def latest_checkpoint(root: str) -> Optional[str]:
+def latest_checkpoint(root: str) -> str | None:
     found = complete_checkpoints(root)
     return found[-1][1] if found else None
 
@@ -113,7 +128,11 @@ def load_weights(model, path: str, lora: bool) -> None:
     missing, unexpected = model.load_state_dict(state, strict=False)
     tied = {"lm_head.weight"} if getattr(model.config, "tie_word_embeddings", False) else set()
     if unexpected or set(missing) - tied:
-        raise ConfigError("trainer.resume", path, f"weights do not fit the model (missing {sorted(set(missing) - tied)[:3]}, unexpected {unexpected[:3]})")
+        raise ConfigError(
+            "trainer.resume",
+            path,
+            f"weights do not fit the model (missing {sorted(set(missing) - tied)[:3]}, unexpected {unexpected[:3]})",
+        )
 
 
 def incompatible_keys(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
@@ -122,7 +141,7 @@ def incompatible_keys(saved: dict[str, Any], current: dict[str, Any]) -> list[st
     return sorted(k for k in keys if saved.get(k) != current.get(k) and not k.startswith(RESUMABLE_CHANGES))
 
 
-def prune_checkpoints(root: str, keep_last: Optional[int], keep_steps: set[int]) -> list[str]:
+def prune_checkpoints(root: str, keep_last: int | None, keep_steps: set[int]) -> list[str]:
     """Delete all but the newest `keep_last` checkpoints and those in `keep_steps` (the best)."""
     if keep_last is None:
         return []

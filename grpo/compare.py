@@ -16,9 +16,10 @@ import argparse
 import ast
 import math
 import sys
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any
 
 from grpo.tables import FORMATS, MISSING, Table, cell_text, emit
 
@@ -78,16 +79,18 @@ class Store:
         return self.histories[key]
 
 
-def sqlite_path(uri: str) -> Optional[Path]:
-    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+def sqlite_path(uri: str) -> Path | None:
+    return Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
 
 
 def open_store(uri: str) -> Store:
     """A client on `uri`; a missing SQLite file is reported, not silently created."""
     path = sqlite_path(uri)
     if path is not None and not path.exists():
-        raise CompareError(f"no MLflow store at {path}: nothing has been tracked there yet "
-                           "(run `python -m grpo.run ...` first, or pass --tracking-uri)")
+        raise CompareError(
+            f"no MLflow store at {path}: nothing has been tracked there yet "
+            "(run `python -m grpo.run ...` first, or pass --tracking-uri)"
+        )
     from mlflow.tracking import MlflowClient
 
     return Store(MlflowClient(tracking_uri=uri), uri)
@@ -121,7 +124,7 @@ def store_has_runs(store: Store, ids: list[str]) -> bool:
     return bool(ids) and bool(store.client.search_runs(ids, max_results=1))
 
 
-def run_filter(parent: Optional[str], tags: Sequence[str]) -> str:
+def run_filter(parent: str | None, tags: Sequence[str]) -> str:
     """An MLflow filter string: children of `parent`, carrying every `key=value` tag."""
     clauses = [f"tags.`{PARENT_TAG}` = '{parent}'"] if parent else []
     for tag in tags:
@@ -135,12 +138,17 @@ def is_training_run(run) -> bool:
     return bool(run.data.params)
 
 
-def search(store: Store, ids: list[str], filter_string: str, limit: Optional[int]) -> list:
+def search(store: Store, ids: list[str], filter_string: str, limit: int | None) -> list:
     """Newest first, training runs only, at most `limit` (all when None), across result pages."""
     runs, token = [], None
     while True:
-        page = store.client.search_runs(ids, filter_string=filter_string, order_by=["attributes.start_time DESC"],
-                                        max_results=1000, page_token=token)
+        page = store.client.search_runs(
+            ids,
+            filter_string=filter_string,
+            order_by=["attributes.start_time DESC"],
+            max_results=1000,
+            page_token=token,
+        )
         runs += [r for r in page if is_training_run(r)]
         token = page.token
         if not token or (limit is not None and len(runs) >= limit):
@@ -157,7 +165,9 @@ def get_run(store: Store, run_id: str):
         except MlflowException:
             raise CompareError(f"no run {run_id!r} in {store.uri}") from None
     ids = [e.experiment_id for e in store.client.search_experiments()]
-    found = store.client.search_runs(ids, filter_string=f"attributes.run_id LIKE '{run_id}%'", max_results=2) if ids else []
+    found = (
+        store.client.search_runs(ids, filter_string=f"attributes.run_id LIKE '{run_id}%'", max_results=2) if ids else []
+    )
     if len(found) != 1:
         raise CompareError(f"{'no' if not found else 'more than one'} run with id {run_id!r}... in {store.uri}")
     return found[0]
@@ -209,7 +219,7 @@ def differing_params(runs: Sequence) -> list[str]:
     return sorted(differing, key=lambda k: (k.startswith("derived."), k))
 
 
-def wall_time(run) -> Optional[float]:
+def wall_time(run) -> float | None:
     if run.info.end_time and run.info.start_time:
         return (run.info.end_time - run.info.start_time) / 1000.0
     return None
@@ -230,10 +240,12 @@ def check_known(names: Iterable[str], runs: Sequence) -> None:
         if name not in known:
             close = difflib.get_close_matches(name, sorted(known), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise CompareError(f"unknown metric {name!r}{hint}; the chosen runs logged: {', '.join(sorted(known)) or 'nothing'}")
+            raise CompareError(
+                f"unknown metric {name!r}{hint}; the chosen runs logged: {', '.join(sorted(known)) or 'nothing'}"
+            )
 
 
-def metric_value(store: Store, run, spec: MetricSpec) -> Optional[float]:
+def metric_value(store: Store, run, spec: MetricSpec) -> float | None:
     if spec.agg == "final":
         value = run.data.metrics.get(spec.name)
         return wall_time(run) if value is None and spec.name == WALL_TIME else value
@@ -264,7 +276,7 @@ def choose_metrics(args: argparse.Namespace, runs: Sequence) -> tuple[list[Metri
 class RunRow:
     run: Any
     params: dict[str, Any]
-    metrics: dict[MetricSpec, Optional[float]]
+    metrics: dict[MetricSpec, float | None]
 
     @property
     def name(self) -> str:
@@ -272,11 +284,17 @@ class RunRow:
 
 
 def build_rows(store: Store, runs: Sequence, keys: Sequence[str], specs: Sequence[MetricSpec]) -> list[RunRow]:
-    return [RunRow(r, {k: parse_param(r.data.params[k]) if k in r.data.params else MISSING for k in keys},
-                   {s: metric_value(store, r, s) for s in specs}) for r in runs]
+    return [
+        RunRow(
+            r,
+            {k: parse_param(r.data.params[k]) if k in r.data.params else MISSING for k in keys},
+            {s: metric_value(store, r, s) for s in specs},
+        )
+        for r in runs
+    ]
 
 
-def sort_rows(rows: list[RunRow], spec: Optional[MetricSpec], ascending: bool) -> list[RunRow]:
+def sort_rows(rows: list[RunRow], spec: MetricSpec | None, ascending: bool) -> list[RunRow]:
     """By `spec` (highest first unless ascending); runs without the metric go last."""
     if spec is None:
         return rows
@@ -289,15 +307,23 @@ def fmt_metric(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def runs_table(rows: Sequence[RunRow], keys: Sequence[str], specs: Sequence[MetricSpec], sort: Optional[MetricSpec],
-               ascending: bool, equal_count: int) -> Table:
+def runs_table(
+    rows: Sequence[RunRow],
+    keys: Sequence[str],
+    specs: Sequence[MetricSpec],
+    sort: MetricSpec | None,
+    ascending: bool,
+    equal_count: int,
+) -> Table:
     labels = [s.label for s in specs]
     table = Table(columns=["run", "id", "status", *keys, *labels])
     table.formatters = {"id": lambda v: str(v)[:8], **{label: fmt_metric for label in labels}}
     table.right = set(labels)
     for row in rows:
         metrics = [MISSING if row.metrics[s] is None else row.metrics[s] for s in specs]
-        table.rows.append([row.name, row.run.info.run_id, row.run.info.status, *(row.params[k] for k in keys), *metrics])
+        table.rows.append(
+            [row.name, row.run.info.run_id, row.run.info.status, *(row.params[k] for k in keys), *metrics]
+        )
     order = f", sorted by {sort.label} {'↑' if ascending else '↓'}" if sort else ""
     table.title = f"{len(rows)} run{'s' if len(rows) != 1 else ''}{order}"
     table.notes = [f"{equal_count} params equal on all runs are not shown" + ("" if keys else "; no param differs")]
@@ -332,7 +358,7 @@ def plot_order(rows: Sequence[RunRow], keys: Sequence[str]) -> list[RunRow]:
     return sorted(rows, key=lambda r: tuple(sortable(r.params[k]) for k in keys))
 
 
-def stage_boundary(rows: Sequence[RunRow]) -> Optional[int]:
+def stage_boundary(rows: Sequence[RunRow]) -> int | None:
     """The step where GRPO starts, when every run had the same RCE stage before it."""
     values = {r.run.data.params.get("derived.rce_steps") for r in rows}
     if len(values) != 1:
@@ -341,8 +367,9 @@ def stage_boundary(rows: Sequence[RunRow]) -> Optional[int]:
     return value if isinstance(value, int) and value > 0 else None
 
 
-def curve_plots(store: Store, rows: Sequence[RunRow], keys: Sequence[str], metrics: Sequence[str], outdir: Path,
-                subtitle: str) -> list[Path]:
+def curve_plots(
+    store: Store, rows: Sequence[RunRow], keys: Sequence[str], metrics: Sequence[str], outdir: Path, subtitle: str
+) -> list[Path]:
     from grpo import plots
 
     names = {r.name for r in rows}
@@ -382,8 +409,11 @@ def numeric(value: Any) -> bool:
 
 def varied_numeric_params(group: Sequence[RunRow]) -> list[str]:
     keys = differing_params([r.run for r in group])
-    return [k for k in keys if not k.startswith("derived.")
-            and all(numeric(parse_param(r.run.data.params.get(k, "None"))) for r in group)]
+    return [
+        k
+        for k in keys
+        if not k.startswith("derived.") and all(numeric(parse_param(r.run.data.params.get(k, "None"))) for r in group)
+    ]
 
 
 def scatter_plots(store: Store, rows: Sequence[RunRow], outdir: Path) -> list[Path]:
@@ -411,26 +441,40 @@ def trial_label(row: RunRow) -> str:
 
 
 # -------------------------------------------------------------------------------------- cli
-def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m grpo.compare",
         description="Tracked runs side by side: the params that differ across them, and their metrics.",
         epilog="metrics: NAME (final value), NAME:best (max over the history), NAME:min. "
-               "examples: python -m grpo.compare --last 5 --plot;  python -m grpo.compare --parent <sweep run id> --sort val/accuracy:best")
+        "examples: python -m grpo.compare --last 5 --plot;  "
+        "python -m grpo.compare --parent <sweep run id> --sort val/accuracy:best",
+    )
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the composed logger.tracking_uri)")
-    p.add_argument("--experiment", nargs="+", default=[DEFAULT_EXPERIMENT], metavar="NAME",
-                   help=f"experiment name(s) (default: {DEFAULT_EXPERIMENT})")
+    p.add_argument(
+        "--experiment",
+        nargs="+",
+        default=[DEFAULT_EXPERIMENT],
+        metavar="NAME",
+        help=f"experiment name(s) (default: {DEFAULT_EXPERIMENT})",
+    )
     p.add_argument("--parent", metavar="RUN_ID", help="the child runs of a sweep's parent run")
-    p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="only runs with this tag (repeatable)")
+    p.add_argument(
+        "--tag", action="append", default=[], metavar="KEY=VALUE", help="only runs with this tag (repeatable)"
+    )
     p.add_argument("--runs", nargs="+", metavar="ID", help="these runs (ids or unique id prefixes)")
-    p.add_argument("--last", type=int, metavar="N",
-                   help=f"the newest N runs (default: {DEFAULT_LAST}; all children with --parent)")
-    p.add_argument("--metrics", nargs="+", metavar="METRIC", help=f"metric columns (default: {' '.join(DEFAULT_METRICS)})")
+    p.add_argument(
+        "--last", type=int, metavar="N", help=f"the newest N runs (default: {DEFAULT_LAST}; all children with --parent)"
+    )
+    p.add_argument(
+        "--metrics", nargs="+", metavar="METRIC", help=f"metric columns (default: {' '.join(DEFAULT_METRICS)})"
+    )
     p.add_argument("--sort", metavar="METRIC", help="sort by this metric, highest first (default: the first metric)")
     p.add_argument("--ascending", action="store_true", help="sort lowest first")
     p.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
     p.add_argument("--plot", nargs="?", const="", metavar="DIR", help="write PNG plots to DIR (default: outputs/plots)")
-    p.add_argument("--curves", nargs="+", metavar="METRIC", help=f"metrics to plot by step (default: {' '.join(DEFAULT_CURVES)})")
+    p.add_argument(
+        "--curves", nargs="+", metavar="METRIC", help=f"metrics to plot by step (default: {' '.join(DEFAULT_CURVES)})"
+    )
     args = p.parse_args(argv)
     if args.runs and (args.parent or args.tag or args.last is not None):
         p.error("--runs names the runs itself: drop --parent/--tag/--last")
@@ -465,7 +509,7 @@ def experiment_names(store: Store, runs: Sequence) -> str:
     return ("experiment " if len(names) == 1 else "experiments ") + ", ".join(names)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         table, written = compare(args)

@@ -16,8 +16,9 @@ import argparse
 import json
 import shlex
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import Any, Optional, Sequence
+from typing import Any
 
 from grpo.tables import FORMATS, MISSING, Table, emit
 
@@ -187,15 +188,20 @@ def unique_labels(args: Sequence[str]) -> list[str]:
     return labels
 
 
-def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m grpo.diff",
         description="Compose each argument as grpo.run would and print the keys whose values differ. "
-                    "Exit 0: identical, 1: different, 2: a composition failed.",
-        epilog='example: python -m grpo.diff preset=minimal preset=full "preset=full lora.rank=128"')
-    p.add_argument("compositions", nargs="+", metavar="COMPOSITION",
-                   help="a preset/experiment (preset=minimal) or a quoted string of overrides "
-                        "(\"preset=full lora.rank=128\"); '' is the defaults")
+        "Exit 0: identical, 1: different, 2: a composition failed.",
+        epilog='example: python -m grpo.diff preset=minimal preset=full "preset=full lora.rank=128"',
+    )
+    p.add_argument(
+        "compositions",
+        nargs="+",
+        metavar="COMPOSITION",
+        help="a preset/experiment (preset=minimal) or a quoted string of overrides "
+        "(\"preset=full lora.rank=128\"); '' is the defaults",
+    )
     p.add_argument("--all", action="store_true", help="show equal rows too")
     p.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
     args = p.parse_args(argv)
@@ -227,7 +233,7 @@ def compose_all(args: Sequence[str], labels: Sequence[str]) -> list[Any]:
     return comps
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     labels = unique_labels(args.compositions)
     try:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Optional
 
 
 @dataclass
@@ -12,8 +11,8 @@ class EarlyStopping:
     mode: str = "max"
     patience: int = 3
     min_delta: float = 0.0
-    best: Optional[float] = None
-    best_step: Optional[int] = None
+    best: float | None = None
+    best_step: int | None = None
     bad_evals: int = 0  # validations since the last improvement
 
     def improved(self, value: float) -> bool:

@@ -26,17 +26,14 @@ import logging
 import os
 import re
 import sys
-from dataclasses import dataclass
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 
 from grpo.config.compose import Composition, compose, finish, register
 from grpo.config.errors import ConfigError, explain
-from grpo.evaluate import Samples, collect
+from grpo.evaluate import collect
 from grpo.metrics import flatten, format_table, summarize
-from grpo.rewards.code_exec import extract_program
-from grpo.rewards.components import predicted_answer, solved
 from grpo.tasks.base import Example
 from grpo.tasks.registry import build_task
 
@@ -49,11 +46,17 @@ def find_checkpoint(path: str) -> str:
     if any(os.path.isfile(os.path.join(path, f)) for f in ("adapter_config.json", "config.json")):
         return os.path.abspath(path)
     root = os.path.join(path, "checkpoints")
-    steps = sorted((int(m.group(1)), d) for d in (os.listdir(root) if os.path.isdir(root) else [])
-                   if (m := re.fullmatch(r"step_(\d+)", d)))
+    steps = sorted(
+        (int(m.group(1)), d)
+        for d in (os.listdir(root) if os.path.isdir(root) else [])
+        if (m := re.fullmatch(r"step_(\d+)", d))
+    )
     if not steps:
-        raise ConfigError("--checkpoint", path, "neither a checkpoint (adapter_config.json or config.json) nor a run "
-                          "directory with checkpoints/step_N")
+        raise ConfigError(
+            "--checkpoint",
+            path,
+            "neither a checkpoint (adapter_config.json or config.json) nor a run directory with checkpoints/step_N",
+        )
     return os.path.abspath(os.path.join(root, steps[-1][1]))
 
 
@@ -72,10 +75,15 @@ def run_composition(checkpoint: str, overrides: Sequence[str]) -> Composition:
     bad = [o for o in overrides if "=" not in o or o.startswith("~")]
     if bad:
         raise ConfigError("overrides", " ".join(bad), "with --checkpoint, give key=value overrides of the run's config")
-    cfg = OmegaConf.merge(OmegaConf.structured(RunConfig), OmegaConf.load(saved),
-                          OmegaConf.from_dotlist([o.lstrip("+") for o in overrides]))
+    cfg = OmegaConf.merge(
+        OmegaConf.structured(RunConfig),
+        OmegaConf.load(saved),
+        OmegaConf.from_dotlist([o.lstrip("+") for o in overrides]),
+    )
     hydra_yaml = os.path.join(run_dir, ".hydra", "hydra.yaml")
-    choices = OmegaConf.to_container(OmegaConf.load(hydra_yaml).hydra.runtime.choices) if os.path.isfile(hydra_yaml) else {}
+    choices = (
+        OmegaConf.to_container(OmegaConf.load(hydra_yaml).hydra.runtime.choices) if os.path.isfile(hydra_yaml) else {}
+    )
     return finish(cfg, choices)
 
 
@@ -83,13 +91,15 @@ def split_examples(comp: Composition, task, split: str) -> list[Example]:
     if split == "val":
         return list(task.val)
     if comp.cfg.task.name != "jsonl":
-        raise ConfigError("--split", split, f"task '{comp.cfg.task.name}' has a val split only (test splits come from task.test_path)")
+        raise ConfigError(
+            "--split", split, f"task '{comp.cfg.task.name}' has a val split only (test splits come from task.test_path)"
+        )
     from grpo.tasks.jsonl import load_split
 
     return load_split(comp.cfg.task, "test")
 
 
-def build_context(comp: Composition, checkpoint: Optional[str], task, examples: Sequence[Example]):
+def build_context(comp: Composition, checkpoint: str | None, task, examples: Sequence[Example]):
     """A RunContext for evaluation: the run's model with the checkpoint, the task, the rewards."""
     from accelerate import Accelerator
 
@@ -111,22 +121,43 @@ def build_context(comp: Composition, checkpoint: Optional[str], task, examples: 
     elif checkpoint:  # full fine-tuning saved the whole model
         from transformers import AutoModelForCausalLM
 
-        model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.bfloat16 if cfg.model.bf16 else torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(
+            checkpoint, dtype=torch.bfloat16 if cfg.model.bf16 else torch.float32
+        )
     model = model.to(acc.device).eval()
     ctx_len = context_length(model)
-    longest = max(len(tokenizer(ex.prompt, add_special_tokens=False)["input_ids"]) for ex in (*task.train, *task.val, *examples))
+    longest = max(
+        len(tokenizer(ex.prompt, add_special_tokens=False)["input_ids"]) for ex in (*task.train, *task.val, *examples)
+    )
     max_new = max(1, min(cfg.generation.max_new_tokens, ctx_len - longest))
-    ctx = RunContext(cfg=cfg, derived=comp.derived, accelerator=acc, policy=model, tokenizer=tokenizer,
-                     engine=HFGenerateEngine(tokenizer), reward_model=RewardModel(cfg.reward), task=task,
-                     reference=None, max_new_tokens=max_new)  # type: ignore[arg-type]  # no KL at evaluation
+    ctx = RunContext(
+        cfg=cfg,
+        derived=comp.derived,
+        accelerator=acc,
+        policy=model,
+        tokenizer=tokenizer,
+        engine=HFGenerateEngine(tokenizer),
+        reward_model=RewardModel(cfg.reward),
+        task=task,
+        reference=None,
+        max_new_tokens=max_new,
+    )  # type: ignore[arg-type]  # no KL at evaluation
     return ctx
 
 
 # ---------------------------------------------------------------------------- the loop
 @torch.no_grad()
 # ---------------------------------------------------------------------------- tracking
-def log_to_mlflow(comp: Composition, metrics: dict[str, float], table: str, *, split: str, checkpoint: Optional[str],
-                  state: dict, run_id: Optional[str]) -> Optional[str]:
+def log_to_mlflow(
+    comp: Composition,
+    metrics: dict[str, float],
+    table: str,
+    *,
+    split: str,
+    checkpoint: str | None,
+    state: dict,
+    run_id: str | None,
+) -> str | None:
     cfg = comp.cfg
     if cfg.logger.backend == "none":
         return None
@@ -141,16 +172,31 @@ def log_to_mlflow(comp: Composition, metrics: dict[str, float], table: str, *, s
         return run_id
     from grpo.tracking.mlflow_run import MlflowTracker
 
-    name = f"eval-{split}-{state.get('run_name') or comp.derived.run_name}" + (f"-step{step}" if checkpoint else "-base")
-    tags = {"eval": "true", "split": split, "checkpoint": checkpoint or "base model",
-            "experiment": str(comp.choices.get("experiment") or ""), "preset": str(comp.choices.get("preset") or "")}
+    name = f"eval-{split}-{state.get('run_name') or comp.derived.run_name}" + (
+        f"-step{step}" if checkpoint else "-base"
+    )
+    tags = {
+        "eval": "true",
+        "split": split,
+        "checkpoint": checkpoint or "base model",
+        "experiment": str(comp.choices.get("experiment") or ""),
+        "preset": str(comp.choices.get("preset") or ""),
+    }
     if state.get("mlflow_run_id"):
         tags["source_run_id"] = str(state["mlflow_run_id"])
     tracker = MlflowTracker(cfg.logger, name, {k: v for k, v in tags.items() if v})
     gen = cfg.eval.generation
-    tracker.log_params({"checkpoint": checkpoint or "base", "split": split, "model.name": cfg.model.name,
-                        "eval.generation.greedy": gen.greedy, "eval.generation.temperature": gen.temperature,
-                        "eval.generation.top_p": gen.top_p, "eval.generation.n": gen.n})
+    tracker.log_params(
+        {
+            "checkpoint": checkpoint or "base",
+            "split": split,
+            "model.name": cfg.model.name,
+            "eval.generation.greedy": gen.greedy,
+            "eval.generation.temperature": gen.temperature,
+            "eval.generation.top_p": gen.top_p,
+            "eval.generation.n": gen.n,
+        }
+    )
     tracker.log_metrics(metrics, step)
     tracker.log_text(table + "\n", f"eval/{split}.txt")
     tracker.finish("FINISHED")
@@ -158,8 +204,14 @@ def log_to_mlflow(comp: Composition, metrics: dict[str, float], table: str, *, s
 
 
 # ---------------------------------------------------------------------------- entry point
-def evaluate_checkpoint(checkpoint: Optional[str], overrides: Sequence[str], split: str = "val", limit: Optional[int] = None,
-                        run_id: Optional[str] = None, progress: bool = True) -> tuple[dict, str]:
+def evaluate_checkpoint(
+    checkpoint: str | None,
+    overrides: Sequence[str],
+    split: str = "val",
+    limit: int | None = None,
+    run_id: str | None = None,
+    progress: bool = True,
+) -> tuple[dict, str]:
     """Evaluate; returns ({domain: metrics}, the printed table)."""
     from tqdm.auto import tqdm
 
@@ -180,18 +232,24 @@ def evaluate_checkpoint(checkpoint: Optional[str], overrides: Sequence[str], spl
     if checkpoint and os.path.isfile(os.path.join(checkpoint, "trainer_state.json")):
         with open(os.path.join(checkpoint, "trainer_state.json")) as f:
             state = json.load(f)
-    logged = log_to_mlflow(comp, flatten(summary, f"eval/{split}"), table, split=split, checkpoint=checkpoint,
-                           state=state, run_id=run_id)
+    logged = log_to_mlflow(
+        comp, flatten(summary, f"eval/{split}"), table, split=split, checkpoint=checkpoint, state=state, run_id=run_id
+    )
     if logged:
         table += f"\nmlflow: run {logged} in {comp.cfg.logger.tracking_uri}"
     return summary, table
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m grpo.eval", description=__doc__.split("\n\n")[0],
-                                     epilog="Other arguments are config overrides (key=value).")
-    parser.add_argument("--checkpoint", help="a checkpoint dir (checkpoints/step_N) or a run dir (its latest); "
-                                             "omit to evaluate the base model")
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m grpo.eval",
+        description=__doc__.split("\n\n")[0],
+        epilog="Other arguments are config overrides (key=value).",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        help="a checkpoint dir (checkpoints/step_N) or a run dir (its latest); omit to evaluate the base model",
+    )
     parser.add_argument("--split", choices=("val", "test"), default="val")
     parser.add_argument("--limit", type=int, default=None, help="evaluate the first N prompts of the split")
     parser.add_argument("--run-id", help="log into this MLflow run instead of a new one tagged eval")
@@ -201,7 +259,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         parser.error(f"unknown option(s): {' '.join(flags)}")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        _, table = evaluate_checkpoint(args.checkpoint, overrides, split=args.split, limit=args.limit, run_id=args.run_id)
+        _, table = evaluate_checkpoint(
+            args.checkpoint, overrides, split=args.split, limit=args.limit, run_id=args.run_id
+        )
     except ConfigError as exc:
         print(f"error: {explain(exc)}", file=sys.stderr)
         sys.exit(2)

@@ -7,8 +7,8 @@ majority@n (grpo/metrics.py).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
 
 import torch
 
@@ -22,7 +22,9 @@ from grpo.tasks.base import Example
 
 def eval_params(ctx: RunContext) -> SamplingParams:
     e, g = ctx.cfg.eval.generation, ctx.cfg.generation
-    return SamplingParams(max_new_tokens=ctx.max_new_tokens, greedy=e.greedy, temperature=e.temperature, top_p=e.top_p, top_k=g.top_k)
+    return SamplingParams(
+        max_new_tokens=ctx.max_new_tokens, greedy=e.greedy, temperature=e.temperature, top_p=e.top_p, top_k=g.top_k
+    )
 
 
 @dataclass
@@ -32,7 +34,7 @@ class Samples:
     domains: list[str]
     correct: list[float]
     reward: list[float]
-    answers: list[Optional[str]]  # what the sample answered (majority vote); None: no answer
+    answers: list[str | None]  # what the sample answered (majority vote); None: no answer
     completions: list[str]
 
 
@@ -41,7 +43,7 @@ def collect(ctx, examples: Sequence[Example], progress=None) -> Samples:
     n, params, bs = ctx.cfg.eval.generation.n, eval_params(ctx), ctx.cfg.eval.batch_size
     out = Samples([], [], [], [], [])
     for start in range(0, len(examples), bs):
-        part = examples[start:start + bs]
+        part = examples[start : start + bs]
         prompts = repeat_prompts([ex.prompt for ex in part], n)
         rollout = ctx.engine.generate(ctx.sampler_model, prompts, params)
         columns = reward_columns(ctx, part, prompts, rollout, n)
@@ -50,7 +52,9 @@ def collect(ctx, examples: Sequence[Example], progress=None) -> Samples:
         out.reward += scores.total.tolist()
         out.domains += columns["domain"]
         out.completions += rollout.texts
-        for text, gold, pattern, tests in zip(rollout.texts, columns["answer"], columns["answer_pattern"], columns["tests"]):
+        for text, gold, pattern, tests in zip(
+            rollout.texts, columns["answer"], columns["answer_pattern"], columns["tests"]
+        ):
             answer = extract_program(text) if tests else predicted_answer(text, gold, pattern)
             out.answers.append(answer.strip() if answer is not None and answer.strip() else None)
         if progress is not None:
@@ -64,7 +68,10 @@ def evaluate(ctx: RunContext, examples: Sequence[Example], progress=None) -> dic
     from accelerate.utils import gather_object
 
     s = collect(ctx, ctx.local_share(examples), progress)
-    gathered = (gather_object(x) if ctx.accelerator.num_processes > 1 else x for x in (s.domains, s.correct, s.reward, s.answers))
+    gathered = (
+        gather_object(x) if ctx.accelerator.num_processes > 1 else x
+        for x in (s.domains, s.correct, s.reward, s.answers)
+    )
     domains, correct, reward, answers = gathered
     summary = summarize(domains, correct, reward, answers, ctx.cfg.eval.generation.n)
     return {k: v for k, v in flatten(summary, "val").items() if "/prompts" not in k}

@@ -11,13 +11,13 @@ docs/performance.md ("Sharded training") has the details.
 from __future__ import annotations
 
 import os
-from typing import Mapping, Optional
+from collections.abc import Mapping
 
 # What `accelerate launch` exports for a config file's distributed_type.
 SHARDED = {"ACCELERATE_USE_FSDP": "FSDP", "ACCELERATE_USE_DEEPSPEED": "DEEPSPEED"}
 
 
-def sharded_strategy(env: Optional[Mapping[str, str]] = None) -> Optional[str]:
+def sharded_strategy(env: Mapping[str, str] | None = None) -> str | None:
     """FSDP or DEEPSPEED when this process was launched with such a config, else None."""
     env = os.environ if env is None else env
     for var, name in SHARDED.items():
@@ -45,7 +45,7 @@ def _parent_argv() -> list[str]:
         return []
 
 
-def single_cpu_process_note(env: Optional[Mapping[str, str]] = None, launcher_argv: Optional[list[str]] = None) -> Optional[str]:
+def single_cpu_process_note(env: Mapping[str, str] | None = None, launcher_argv: list[str] | None = None) -> str | None:
     """A warning when `accelerate launch --cpu --num_processes N>1` started this one process alone.
 
     accelerate's CPU launcher starts N processes only through mpirun (`--mpirun_hostfile`); without
@@ -60,16 +60,20 @@ def single_cpu_process_note(env: Optional[Mapping[str, str]] = None, launcher_ar
     wanted = requested_cpu_processes(argv)
     if wanted <= 1:
         return None
-    return (f"accelerate launch --cpu --num_processes {wanted} started 1 process (its CPU launcher needs mpirun for more); "
-            f"this process trains the whole batch. For {wanted} CPU processes over gloo: "
-            f"accelerate launch --config_file conf/accelerate/ddp.yaml --num_processes {wanted} -m grpo.run ...")
+    return (
+        f"accelerate launch --cpu --num_processes {wanted} started 1 process (its CPU launcher needs mpirun for more); "
+        f"this process trains the whole batch. For {wanted} CPU processes over gloo: "
+        f"accelerate launch --config_file conf/accelerate/ddp.yaml --num_processes {wanted} -m grpo.run ..."
+    )
 
 
-def launch_error(env: Optional[Mapping[str, str]] = None) -> Optional[str]:
+def launch_error(env: Mapping[str, str] | None = None) -> str | None:
     """One line when this launch asks for a strategy the recipe does not run; None when it is fine."""
     strategy = sharded_strategy(env)
     if not strategy:
         return None
-    return (f"accelerate distributed_type={strategy}: sharded training is not supported by grpo.run yet "
-            "(it builds one optimizer per stage); launch data-parallel: "
-            "accelerate launch --config_file conf/accelerate/ddp.yaml -m grpo.run ...")
+    return (
+        f"accelerate distributed_type={strategy}: sharded training is not supported by grpo.run yet "
+        "(it builds one optimizer per stage); launch data-parallel: "
+        "accelerate launch --config_file conf/accelerate/ddp.yaml -m grpo.run ..."
+    )

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
 
 ALL = "all"
 
@@ -28,7 +28,7 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))  # the stable product form
 
 
-def majority_correct(answers: Sequence[Optional[str]], correct: Sequence[float]) -> float:
+def majority_correct(answers: Sequence[str | None], correct: Sequence[float]) -> float:
     """Correctness of the most frequent answer (None answers do not vote; no votes: 0)."""
     votes = Counter(a for a in answers if a is not None)
     if not votes:
@@ -47,19 +47,24 @@ def ks_for(n: int) -> list[int]:
     return out + [n]
 
 
-def prompt_metrics(correct: Sequence[float], reward: Sequence[float], answers: Sequence[Optional[str]]) -> dict[str, float]:
+def prompt_metrics(
+    correct: Sequence[float], reward: Sequence[float], answers: Sequence[str | None]
+) -> dict[str, float]:
     """The metrics of one prompt's n samples."""
     n = len(correct)
     out = {"accuracy": sum(correct) / n, "reward": sum(reward) / n}
     if n > 1:
         hits = sum(1 for c in correct if c >= 1.0)
         out.update({f"pass@{k}": pass_at_k(n, hits, k) for k in ks_for(n)})
-        out.update({f"mean@{n}": out["accuracy"], f"best@{n}": max(reward), f"maj@{n}": majority_correct(answers, correct)})
+        out.update(
+            {f"mean@{n}": out["accuracy"], f"best@{n}": max(reward), f"maj@{n}": majority_correct(answers, correct)}
+        )
     return out
 
 
-def summarize(domains: Sequence[str], correct: Sequence[float], reward: Sequence[float],
-              answers: Sequence[Optional[str]], n: int) -> dict[str, dict[str, float]]:
+def summarize(
+    domains: Sequence[str], correct: Sequence[float], reward: Sequence[float], answers: Sequence[str | None], n: int
+) -> dict[str, dict[str, float]]:
     """{domain or "all": {"prompts": P, metric: mean over the domain's prompts}}."""
     if not len(domains) == len(correct) == len(reward) == len(answers) or len(domains) % n:
         raise ValueError("domains, correct, reward and answers must be aligned lists of prompts x n samples")
@@ -90,8 +95,12 @@ def format_table(summary: Mapping[str, Mapping[str, float]], title: str = "") ->
     """A fixed-width table: one row per domain, then "all"."""
     columns = list(next(iter(summary.values())))
     header = ["domain", *columns]
-    rows = [[name, *(f"{m[c]:.0f}" if c == "prompts" else f"{m[c]:.3f}" for c in columns)] for name, m in summary.items()]
+    rows = [
+        [name, *(f"{m[c]:.0f}" if c == "prompts" else f"{m[c]:.3f}" for c in columns)] for name, m in summary.items()
+    ]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     line = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
     rule = "-" * len(line(header))
-    return "\n".join([*([title] if title else []), line(header), rule, *(line(r) for r in rows[:-1]), rule, line(rows[-1])])
+    return "\n".join(
+        [*([title] if title else []), line(header), rule, *(line(r) for r in rows[:-1]), rule, line(rows[-1])]
+    )

@@ -16,5 +16,7 @@ def build_optimizer(params, cfg: OptimConfig, lr: float) -> torch.optim.Optimize
 
 
 def build_scheduler(optimizer, *, total_steps: int, warmup_steps: int, decay: str, min_ratio: float):
-    schedule = functools.partial(lr_multiplier, total_steps=total_steps, warmup_steps=warmup_steps, decay=decay, min_ratio=min_ratio)
+    schedule = functools.partial(
+        lr_multiplier, total_steps=total_steps, warmup_steps=warmup_steps, decay=decay, min_ratio=min_ratio
+    )
     return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)

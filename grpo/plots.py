@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 LINESTYLES = ("-", "--", "-.", ":")
@@ -67,12 +67,19 @@ def _legend(fig, handles, labels) -> None:
     """Under the axes, as many columns as the label lengths allow at this figure width."""
     longest = max((len(lb) for lb in labels), default=0)
     fit = 4 if longest <= 25 else 2 if longest <= 45 else 1
-    fig.legend(handles, labels, loc="outside lower center", ncols=max(1, min(fit, len(labels))), frameon=False,
-               fontsize="small")
+    fig.legend(
+        handles,
+        labels,
+        loc="outside lower center",
+        ncols=max(1, min(fit, len(labels))),
+        frameon=False,
+        fontsize="small",
+    )
 
 
-def curves(series: Sequence[Series], metric: str, path: Path, subtitle: str = "",
-           stage_boundary: Optional[int] = None) -> Path:
+def curves(
+    series: Sequence[Series], metric: str, path: Path, subtitle: str = "", stage_boundary: int | None = None
+) -> Path:
     """One line per run of `metric` by step; saved as a PNG at `path`."""
     plt = _pyplot()
     from matplotlib.ticker import MaxNLocator
@@ -80,19 +87,36 @@ def curves(series: Sequence[Series], metric: str, path: Path, subtitle: str = ""
     fig, ax = plt.subplots(figsize=(9, 4.8 + 0.22 * len(series)), layout="constrained")
     for i, (s, colour) in enumerate(zip(series, colours(len(series)))):
         # Shrinking markers and varied dashes: runs with identical values still show through.
-        ax.plot(s.steps, s.values, color=colour, marker=MARKERS[i % len(MARKERS)],
-                linestyle=LINESTYLES[i % len(LINESTYLES)], markersize=max(4.0, 9.0 - 1.2 * i) if len(series) <= 5 else 5.0,
-                linewidth=1.6, alpha=0.9, label=s.label)
+        ax.plot(
+            s.steps,
+            s.values,
+            color=colour,
+            marker=MARKERS[i % len(MARKERS)],
+            linestyle=LINESTYLES[i % len(LINESTYLES)],
+            markersize=max(4.0, 9.0 - 1.2 * i) if len(series) <= 5 else 5.0,
+            linewidth=1.6,
+            alpha=0.9,
+            label=s.label,
+        )
     if stage_boundary:
         ax.axvline(stage_boundary, color="0.5", linestyle=":", linewidth=1)
-        ax.annotate("RCE | GRPO", (stage_boundary, 1), xycoords=("data", "axes fraction"), xytext=(3, -12),
-                    textcoords="offset points", fontsize="small", color="0.4")
+        ax.annotate(
+            "RCE | GRPO",
+            (stage_boundary, 1),
+            xycoords=("data", "axes fraction"),
+            xytext=(3, -12),
+            textcoords="offset points",
+            fontsize="small",
+            color="0.4",
+        )
     if is_fraction(metric):
         ax.set_ylim(-0.03, 1.03)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("step")
     ax.set_ylabel(metric)
-    ax.set_title(f"{metric} by step, {len(series)} run{'s' if len(series) != 1 else ''}" + (f"\n{subtitle}" if subtitle else ""))
+    ax.set_title(
+        f"{metric} by step, {len(series)} run{'s' if len(series) != 1 else ''}" + (f"\n{subtitle}" if subtitle else "")
+    )
     ax.grid(True, alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()
     _legend(fig, handles, labels)

@@ -8,18 +8,16 @@ resume. Steps are counted once across stages (RCE steps, then GRPO steps).
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
-from typing import Optional
 
 import torch
 from tqdm.auto import tqdm
 
 from grpo import checkpoint as ckpt
+from grpo.algorithms.kl import AdaptiveKLController
 from grpo.config.compose import Composition
 from grpo.config.errors import ConfigError
-from grpo.algorithms.kl import AdaptiveKLController
 from grpo.early_stopping import EarlyStopping
 from grpo.evaluate import evaluate
 from grpo.launch import single_cpu_process_note
@@ -57,10 +55,10 @@ class Recipe:
         es = self.cfg.eval.early_stopping
         self.early = EarlyStopping(mode=es.mode, patience=es.patience, min_delta=es.min_delta)
         self.bad_steps = 0  # non-finite updates in a row
-        self.last_eval_step: Optional[int] = None
-        self.last_saved_step: Optional[int] = None  # on every process (self.checkpoints is rank 0's)
+        self.last_eval_step: int | None = None
+        self.last_saved_step: int | None = None  # on every process (self.checkpoints is rank 0's)
         self.skipped_total = 0
-        self.stop_reason: Optional[str] = None
+        self.stop_reason: str | None = None
 
     @property
     def output_dir(self) -> str:
@@ -85,13 +83,19 @@ class Recipe:
         if cfg.trainer.threads:
             torch.set_num_threads(cfg.trainer.threads)
         cpu = cfg.trainer.device == "cpu" or (cfg.trainer.device == "auto" and not torch.cuda.is_available())
-        self.accelerator = acc = Accelerator(cpu=cpu, mixed_precision=cfg.trainer.mixed_precision,
-                                             gradient_accumulation_steps=cfg.trainer.gradient_accumulation_steps)
+        self.accelerator = acc = Accelerator(
+            cpu=cpu,
+            mixed_precision=cfg.trainer.mixed_precision,
+            gradient_accumulation_steps=cfg.trainer.gradient_accumulation_steps,
+        )
         # Samples differ across processes but the run is reproducible: seed + rank.
         set_seed(cfg.seed + acc.process_index)
         if cfg.rollout.batch_size % acc.num_processes:
-            raise ConfigError("rollout.batch_size", cfg.rollout.batch_size,
-                              f"prompts per step are split across processes: must be divisible by {acc.num_processes}")
+            raise ConfigError(
+                "rollout.batch_size",
+                cfg.rollout.batch_size,
+                f"prompts per step are split across processes: must be divisible by {acc.num_processes}",
+            )
         check_writable(self.output_dir)
         resume_path = self._shared_resume_path()
         resume_state = ckpt.read_state(resume_path) if resume_path else None
@@ -107,32 +111,60 @@ class Recipe:
         policy = acc.prepare(model)
         task = build_task(cfg.task)
         ctx_len = context_length(acc.unwrap_model(policy))
-        longest_prompt = max(len(tokenizer(ex.prompt, add_special_tokens=False)["input_ids"]) for ex in (*task.train, *task.val))
+        longest_prompt = max(
+            len(tokenizer(ex.prompt, add_special_tokens=False)["input_ids"]) for ex in (*task.train, *task.val)
+        )
         max_new = max(1, min(cfg.generation.max_new_tokens, ctx_len - longest_prompt))
         a = cfg.algorithm
         kl_ctrl = AdaptiveKLController(a.kl_beta, a.kl_target, a.kl_horizon) if a.kl_ctrl == "adaptive" else None
         engine = MergedEngine(tokenizer)
-        self.ctx = RunContext(cfg=cfg, derived=self.derived, accelerator=acc, policy=policy, tokenizer=tokenizer,
-                              engine=engine, reward_model=RewardModel(cfg.reward), task=task, reference=reference,
-                              max_new_tokens=max_new, kl_ctrl=kl_ctrl, token_ids=engine.token_ids)  # one cache per run
+        self.ctx = RunContext(
+            cfg=cfg,
+            derived=self.derived,
+            accelerator=acc,
+            policy=policy,
+            tokenizer=tokenizer,
+            engine=engine,
+            reward_model=RewardModel(cfg.reward),
+            task=task,
+            reference=reference,
+            max_new_tokens=max_new,
+            kl_ctrl=kl_ctrl,
+            token_ids=engine.token_ids,
+        )  # one cache per run
         self.sampler = BatchSampler(task.train, cfg.task.domain_ratios, seed=cfg.task.seed + 7)
         run_id = resume_state.get("mlflow_run_id") if resume_state else None
-        self.tracker = (build_tracker(cfg.logger, self.derived.run_name, self.tags, self.output_dir, resume_run_id=run_id)
-                        if acc.is_main_process else SafeTracker(NullTracker(), os.path.join(self.output_dir, f".rank{acc.process_index}")))
+        self.tracker = (
+            build_tracker(cfg.logger, self.derived.run_name, self.tags, self.output_dir, resume_run_id=run_id)
+            if acc.is_main_process
+            else SafeTracker(NullTracker(), os.path.join(self.output_dir, f".rank{acc.process_index}"))
+        )
         if self.trial is not None and self.tracker.run_id:  # lets a restarted sweep close this run if we die
             self.trial.set_user_attr("mlflow_run_id", self.tracker.run_id)
         self.resume_training = ckpt.load_training(resume_path) if resume_path else None
         if resume_state:
             self._restore_progress(resume_state)
-        params = sum(p.numel() for p in policy.parameters()), sum(p.numel() for p in policy.parameters() if p.requires_grad)
+        params = (
+            sum(p.numel() for p in policy.parameters()),
+            sum(p.numel() for p in policy.parameters() if p.requires_grad),
+        )
         if acc.is_main_process:
-            log.info(header(self.comp, run_dir=self.output_dir, max_new_tokens=max_new, context=ctx_len,
-                            params=(params[1], params[0]), tracker=self.tracker, task=task))
+            log.info(
+                header(
+                    self.comp,
+                    run_dir=self.output_dir,
+                    max_new_tokens=max_new,
+                    context=ctx_len,
+                    params=(params[1], params[0]),
+                    tracker=self.tracker,
+                    task=task,
+                )
+            )
             if resume_path:
                 log.info("resuming from %s (step %d, stage %s)", resume_path, self.step, resume_state["stage"])
             self._log_config()
 
-    def _shared_resume_path(self) -> Optional[str]:
+    def _shared_resume_path(self) -> str | None:
         """Rank 0 finds the checkpoint (under `accelerate launch` the other ranks run in scratch
         directories) and every process resumes from it; a bad path fails on every process alike."""
         acc = self.accelerator
@@ -150,7 +182,7 @@ class Recipe:
             raise ConfigError(*problem)
         return found
 
-    def _find_resume(self) -> Optional[str]:
+    def _find_resume(self) -> str | None:
         mode = self.cfg.trainer.resume
         if mode == "never":
             return None
@@ -165,8 +197,12 @@ class Recipe:
         differ = ckpt.incompatible_keys(saved, self.flat_config())
         if differ:
             shown = ", ".join(f"{k} ({saved.get(k)!r} -> {self.flat_config().get(k)!r})" for k in differ[:4])
-            raise ConfigError("trainer.resume", path, f"checkpoint was trained with another config: {shown}"
-                              f"{' ...' if len(differ) > 4 else ''}; use trainer.resume=never or another trainer.output_dir")
+            raise ConfigError(
+                "trainer.resume",
+                path,
+                f"checkpoint was trained with another config: {shown}"
+                f"{' ...' if len(differ) > 4 else ''}; use trainer.resume=never or another trainer.output_dir",
+            )
 
     def _restore_progress(self, state: dict) -> None:
         self.step = state["step"]
@@ -202,8 +238,12 @@ class Recipe:
         if acc.process_index > 0:
             set_seed(self.cfg.seed + acc.process_index + 100_003 * self.step)
         if acc.is_main_process:
-            log.warning("checkpoint saved by %d process(es), resumed by %d: only rank 0 continues its random stream; "
-                        "the run is reproducible but differs from an uninterrupted one", len(per_rank), acc.num_processes)
+            log.warning(
+                "checkpoint saved by %d process(es), resumed by %d: only rank 0 continues its random stream; "
+                "the run is reproducible but differs from an uninterrupted one",
+                len(per_rank),
+                acc.num_processes,
+            )
 
     def flat_config(self) -> dict:
         from omegaconf import OmegaConf
@@ -239,7 +279,9 @@ class Recipe:
     def _stage_optimizer(self, stage: str, lr: float, steps: int, warmup: int):
         s = self.cfg.schedule
         opt = build_optimizer(self.ctx.policy.parameters(), self.cfg.trainer.optim, lr)
-        sched = build_scheduler(opt, total_steps=steps, warmup_steps=warmup, decay=s.lr_scheduler, min_ratio=s.min_lr_ratio)
+        sched = build_scheduler(
+            opt, total_steps=steps, warmup_steps=warmup, decay=s.lr_scheduler, min_ratio=s.min_lr_ratio
+        )
         training = self.resume_training
         if training and training.get("stage") == stage:  # continue the stage where the checkpoint left it
             opt.load_state_dict(training["optimizer"])
@@ -247,7 +289,9 @@ class Recipe:
         return self.accelerator.prepare(opt, sched)
 
     def _bar(self, total: int, initial: int, desc: str):
-        return tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, disable=not self.accelerator.is_main_process)
+        return tqdm(
+            total=total, initial=initial, desc=desc, dynamic_ncols=True, disable=not self.accelerator.is_main_process
+        )
 
     def _run_rce(self) -> None:
         steps = self.derived.rce_steps
@@ -269,20 +313,29 @@ class Recipe:
         cfg, rce_steps, steps = self.cfg, self.derived.rce_steps, self.derived.grpo_steps
         mu = cfg.algorithm.num_iterations  # optimizer updates per GRPO step: the LR schedule counts updates
         opt, sched = self._stage_optimizer("grpo", cfg.schedule.grpo_lr, steps * mu, self.derived.warmup_steps * mu)
-        last_warned = -10**9
+        last_warned = -(10**9)
+        batch_size = cfg.rollout.batch_size
         end = rce_steps + steps
         with self._bar(steps, self.step - rce_steps, "GRPO") as bar:
             while self.step < end:
                 self.step += 1
                 grpo_index = self.step - rce_steps - 1
-                batch_size = cfg.rollout.batch_size
-                metrics, samples = grpo_step(self.ctx, self.sampler.next_batch(batch_size), grpo_index, opt, sched,
-                                             refill=lambda: self.sampler.next_batch(batch_size))
+                metrics, samples = grpo_step(
+                    self.ctx,
+                    self.sampler.next_batch(batch_size),
+                    grpo_index,
+                    opt,
+                    sched,
+                    refill=lambda: self.sampler.next_batch(batch_size),
+                )
                 if metrics["train/frac_zero_std_groups"] > ZERO_SPREAD_WARN and self.step - last_warned >= 50:
                     last_warned = self.step
-                    log.warning("step %d: %.0f%% of groups have equal rewards (zero advantage: nothing to learn from); "
-                                "consider a denser reward (format, tiered), an RCE warm-up or a larger group",
-                                self.step, 100 * metrics["train/frac_zero_std_groups"])
+                    log.warning(
+                        "step %d: %.0f%% of groups have equal rewards (zero advantage: nothing to learn from); "
+                        "consider a denser reward (format, tiered), an RCE warm-up or a larger group",
+                        self.step,
+                        100 * metrics["train/frac_zero_std_groups"],
+                    )
                 is_last = self.step == end
                 if self.step % cfg.logger.log_every == 0 or is_last:
                     self.tracker.log_metrics(metrics, self.step)
@@ -311,27 +364,41 @@ class Recipe:
             return
         self.bad_steps += 1
         self.skipped_total += 1
-        log.warning("step %d: non-finite loss or gradient (loss=%s): update skipped (%d in a row)", self.step, loss, self.bad_steps)
+        log.warning(
+            "step %d: non-finite loss or gradient (loss=%s): update skipped (%d in a row)",
+            self.step,
+            loss,
+            self.bad_steps,
+        )
         if self.bad_steps >= self.cfg.trainer.max_bad_steps:
             if opt is not None:
                 self._save("grpo", opt, sched)
-            raise StopRun(f"{self.bad_steps} non-finite updates in a row at step {self.step} (trainer.max_bad_steps="
-                          f"{self.cfg.trainer.max_bad_steps}); the last good weights are checkpointed. "
-                          "Lower the learning rate or check the reward for NaN/inf")
+            raise StopRun(
+                f"{self.bad_steps} non-finite updates in a row at step {self.step} (trainer.max_bad_steps="
+                f"{self.cfg.trainer.max_bad_steps}); the last good weights are checkpointed. "
+                "Lower the learning rate or check the reward for NaN/inf"
+            )
 
     def _check_early_stop(self, opt, sched) -> None:
         if self.cfg.eval.early_stopping.enabled and self.early.should_stop:
             if self.last_saved_step != self.step:
                 self._save("grpo", opt, sched)
-            raise StopRun(f"early stopping: {self.watched_metric} has not improved for {self.early.bad_evals} validations "
-                          f"(best {self.early.best:.4f} at step {self.early.best_step})")
+            raise StopRun(
+                f"early stopping: {self.watched_metric} has not improved for {self.early.bad_evals} validations "
+                f"(best {self.early.best:.4f} at step {self.early.best_step})"
+            )
 
     # ---------------------------------------------------------------- evaluate and save
     def _evaluate(self) -> bool:
         """Validate; returns whether this is the best validation so far."""
         examples = self.ctx.task.val[: self.cfg.eval.num_samples]
-        with tqdm(total=len(examples), desc="eval", leave=False, dynamic_ncols=True,
-                  disable=not self.accelerator.is_main_process) as bar:
+        with tqdm(
+            total=len(examples),
+            desc="eval",
+            leave=False,
+            dynamic_ncols=True,
+            disable=not self.accelerator.is_main_process,
+        ) as bar:
             metrics = evaluate(self.ctx, examples, progress=bar)
         self.final_metrics.update(metrics)
         self.last_eval_step = self.step
@@ -341,7 +408,9 @@ class Recipe:
         best = False
         if self.watched_metric in metrics:
             best = self.early.update(metrics[self.watched_metric], self.step)
-            self.final_metrics.update({"best/step": float(self.early.best_step), f"best/{self.watched_metric}": self.early.best})
+            self.final_metrics.update(
+                {"best/step": float(self.early.best_step), f"best/{self.watched_metric}": self.early.best}
+            )
         if self.trial is not None and self.cfg.optimized_metric in metrics:
             self.trial.report(metrics[self.cfg.optimized_metric], self.step)
             if self.trial.should_prune():
@@ -354,14 +423,33 @@ class Recipe:
         rng_per_rank = self._gather_rng_states()  # every process: a collective under DDP
         if not self.accelerator.is_main_process:
             return
-        state = {"step": self.step, "stage": stage, "run_name": self.derived.run_name, "mlflow_run_id": self.tracker.run_id,
-                 "metrics": dict(self.final_metrics), "early_stopping": self.early.state_dict(),
-                 "skipped_steps": self.skipped_total, "config": self.flat_config()}
-        training = {"stage": stage, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "rng": rng_per_rank[0], "rng_per_rank": rng_per_rank, "sampler": self.sampler.state_dict(),
-                    "kl_ctrl": self.ctx.kl_ctrl.state_dict() if self.ctx.kl_ctrl is not None else None}
-        path = ckpt.save_checkpoint(self.checkpoint_root, self.step, self.accelerator.unwrap_model(self.ctx.policy),
-                                    self.ctx.tokenizer, state, training)
+        state = {
+            "step": self.step,
+            "stage": stage,
+            "run_name": self.derived.run_name,
+            "mlflow_run_id": self.tracker.run_id,
+            "metrics": dict(self.final_metrics),
+            "early_stopping": self.early.state_dict(),
+            "skipped_steps": self.skipped_total,
+            "config": self.flat_config(),
+        }
+        training = {
+            "stage": stage,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": rng_per_rank[0],
+            "rng_per_rank": rng_per_rank,
+            "sampler": self.sampler.state_dict(),
+            "kl_ctrl": self.ctx.kl_ctrl.state_dict() if self.ctx.kl_ctrl is not None else None,
+        }
+        path = ckpt.save_checkpoint(
+            self.checkpoint_root,
+            self.step,
+            self.accelerator.unwrap_model(self.ctx.policy),
+            self.ctx.tokenizer,
+            state,
+            training,
+        )
         self.checkpoints.append(path)
         keep = {self.early.best_step} if self.cfg.eval.save_best and self.early.best_step is not None else set()
         ckpt.prune_checkpoints(self.checkpoint_root, self.cfg.trainer.save_limit, keep)
@@ -377,8 +465,18 @@ class Recipe:
             self.tracker.set_tags({"stop_reason": self.stop_reason[:250]})
         self.tracker.finish(status)
         if self.accelerator.is_main_process and status == "FINISHED":
-            log.info(summary(self.comp, self.final_metrics, self.output_dir, self.checkpoints, self.tracker, self.cfg.logger,
-                             best=(self.watched_metric, self.early.best, self.early.best_step, best_dir), stop_reason=self.stop_reason))
+            log.info(
+                summary(
+                    self.comp,
+                    self.final_metrics,
+                    self.output_dir,
+                    self.checkpoints,
+                    self.tracker,
+                    self.cfg.logger,
+                    best=(self.watched_metric, self.early.best, self.early.best_step, best_dir),
+                    stop_reason=self.stop_reason,
+                )
+            )
 
 
 def check_writable(directory: str) -> None:
@@ -389,7 +487,9 @@ def check_writable(directory: str) -> None:
             f.write("ok")
         os.remove(probe)
     except OSError as exc:
-        raise ConfigError("trainer.output_dir", directory, f"cannot write there ({exc.strerror}); choose another directory") from exc
+        raise ConfigError(
+            "trainer.output_dir", directory, f"cannot write there ({exc.strerror}); choose another directory"
+        ) from exc
 
 
 def flatten(tree, prefix: str = "") -> dict[str, object]:

@@ -7,26 +7,38 @@ from grpo.config.compose import Composition
 GROUPS = ("preset", "experiment", "model", "lora", "task", "reward", "algorithm", "logger")
 
 
-def header(comp: Composition, *, run_dir: str, max_new_tokens: int, context: int, params: tuple[int, int], tracker, task) -> str:
+def header(
+    comp: Composition, *, run_dir: str, max_new_tokens: int, context: int, params: tuple[int, int], tracker, task
+) -> str:
     cfg, d = comp.cfg, comp.derived
     chosen = "  ".join(f"{g}={comp.choices[g]}" for g in GROUPS if comp.choices.get(g))
     bound = ""
     if max_new_tokens < cfg.generation.max_new_tokens:
-        bound = f" (generation.max_new_tokens={cfg.generation.max_new_tokens} bounded by the model's context of {context} tokens)"
+        asked = cfg.generation.max_new_tokens
+        bound = f" (generation.max_new_tokens={asked} bounded by the model's context of {context} tokens)"
     trainable, total = params
     lines = [
         f"run {d.run_name}",
         f"  composed   {chosen}",
         f"  model      {cfg.model.name}: {total:,} params, {trainable:,} trainable"
-        + (f" (LoRA r={cfg.lora.rank} alpha={cfg.lora.alpha:g} scaling={d.lora_scaling:g})" if cfg.lora.enabled else " (full fine-tuning)"),
-        f"  task       {task.name}: {len(task.train)} train / {len(task.val)} val prompts, domains {', '.join(task.domains)}",
-        f"  RCE        {d.rce_steps} steps (lr {cfg.schedule.rce_lr:g}, warm-up {d.rce_warmup_steps})" if d.rce_steps else "  RCE        off",
+        + (
+            f" (LoRA r={cfg.lora.rank} alpha={cfg.lora.alpha:g} scaling={d.lora_scaling:g})"
+            if cfg.lora.enabled
+            else " (full fine-tuning)"
+        ),
+        f"  task       {task.name}: {len(task.train)} train / {len(task.val)} val prompts, "
+        f"domains {', '.join(task.domains)}",
+        f"  RCE        {d.rce_steps} steps (lr {cfg.schedule.rce_lr:g}, warm-up {d.rce_warmup_steps})"
+        if d.rce_steps
+        else "  RCE        off",
         f"  GRPO       {d.grpo_steps} steps x {cfg.rollout.batch_size} prompts x {cfg.rollout.group_size} samples "
-        f"= {d.total_samples:,} completions (lr {cfg.schedule.grpo_lr:g}, warm-up {d.warmup_steps} steps, {cfg.schedule.lr_scheduler})",
+        f"= {d.total_samples:,} completions (lr {cfg.schedule.grpo_lr:g}, "
+        f"warm-up {d.warmup_steps} steps, {cfg.schedule.lr_scheduler})",
         f"  sampling   up to {max_new_tokens} new tokens{bound}",
         f"  processes  {comp_processes()}",
         f"  outputs    {run_dir}",
-        f"  tracking   {cfg.logger.backend}" + (f" {cfg.logger.tracking_uri} (run {tracker.run_id})" if tracker.run_id else ""),
+        f"  tracking   {cfg.logger.backend}"
+        + (f" {cfg.logger.tracking_uri} (run {tracker.run_id})" if tracker.run_id else ""),
     ]
     return "\n".join(lines)
 
@@ -38,8 +50,16 @@ def comp_processes() -> str:
     return f"{state.num_processes} ({state.distributed_type.value.lower()}, {state.device})"
 
 
-def summary(comp: Composition, metrics: dict[str, float], output_dir: str, checkpoints: list[str], tracker, logger_cfg,
-            best=None, stop_reason=None) -> str:
+def summary(
+    comp: Composition,
+    metrics: dict[str, float],
+    output_dir: str,
+    checkpoints: list[str],
+    tracker,
+    logger_cfg,
+    best=None,
+    stop_reason=None,
+) -> str:
     shown = "  ".join(f"{k}={v:.3f}" for k, v in sorted(metrics.items()) if k.startswith("val/"))
     lines = [f"done {comp.derived.run_name} in {metrics.get('time/total', 0.0):.1f}s", f"  final      {shown}"]
     if stop_reason:

@@ -24,8 +24,21 @@ from grpo.launch import launch_error
 log = logging.getLogger("grpo")
 
 # Flags of Hydra's CLI that take a value, so the pre-flight check can skip both.
-_FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
-                     "--config-dir", "-cd", "--experimental-rerun", "--info", "-i"}
+_FLAGS_WITH_VALUE = {
+    "--cfg",
+    "-c",
+    "--package",
+    "-p",
+    "--config-path",
+    "-cp",
+    "--config-name",
+    "-cn",
+    "--config-dir",
+    "-cd",
+    "--experimental-rerun",
+    "--info",
+    "-i",
+}
 _SKIP_PRECHECK = {"-m", "--multirun", "-h", "--help", "--hydra-help", "--shell-completion", "-sc", "--info", "-i"}
 
 
@@ -60,7 +73,13 @@ def precheck(argv: list[str]) -> str | None:
 
 def git_commit() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -100,7 +119,9 @@ def train(cfg: DictConfig) -> float:
         recipe.cleanup(status)
     value = metrics.get(comp.cfg.optimized_metric)
     if value is None:
-        raise ConfigError("optimized_metric", comp.cfg.optimized_metric, f"not among the final metrics ({', '.join(sorted(metrics))})")
+        raise ConfigError(
+            "optimized_metric", comp.cfg.optimized_metric, f"not among the final metrics ({', '.join(sorted(metrics))})"
+        )
     return float(value) if math.isfinite(value) else float("nan")
 
 

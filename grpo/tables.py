@@ -12,8 +12,9 @@ import csv
 import io
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, TextIO
+from typing import Any, TextIO
 
 FORMATS = ("table", "markdown", "csv", "json")
 
@@ -53,7 +54,7 @@ def json_value(value: Any) -> Any:
 class Table:
     columns: list[str]
     rows: list[list[Any]] = field(default_factory=list)
-    title: Optional[str] = None
+    title: str | None = None
     notes: list[str] = field(default_factory=list)  # shown under the terminal and markdown tables
     formatters: dict[str, Callable[[Any], str]] = field(default_factory=dict)  # per column, text views only
     right: set[str] = field(default_factory=set)  # right-aligned (numeric) columns
@@ -85,7 +86,7 @@ def render(table: Table, fmt: str) -> str:
     raise ValueError(f"unknown format {fmt!r} (one of {', '.join(FORMATS)})")
 
 
-def emit(table: Table, fmt: str, stream: Optional[TextIO] = None) -> None:
+def emit(table: Table, fmt: str, stream: TextIO | None = None) -> None:
     """Print to `stream` (stdout): rich output goes straight to the console, keeping colour."""
     stream = stream or sys.stdout
     if fmt == "table":
@@ -142,8 +143,11 @@ def rich_table(table: Table):
         rt.add_column(c, justify="right" if c in table.right else "left", overflow="fold")
     for i, row in enumerate(table.rows):
         # Text, not markup: a list cell like "[q_proj, v_proj]" would read as a rich tag.
-        rt.add_row(*(Text(table.text(c, v)) for c, v in zip(table.columns, row)), style=table.styles.get(i),
-                   end_section=i in table.sections)
+        rt.add_row(
+            *(Text(table.text(c, v)) for c, v in zip(table.columns, row)),
+            style=table.styles.get(i),
+            end_section=i in table.sections,
+        )
     return rt
 
 

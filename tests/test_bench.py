@@ -10,9 +10,31 @@ PHASES = {"generation", "reference_forward", "policy_forward", "backward", "opti
 
 
 def bench(*args, timeout=300):
-    proc = subprocess.run([sys.executable, "-m", "grpo.bench", "--prompts", "2", "--group", "2", "--new-tokens", "4",
-                           "--steps", "2", "--warmup", "1", "--repeats", "1", "--threads", "1", *args],
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "grpo.bench",
+            "--prompts",
+            "2",
+            "--group",
+            "2",
+            "--new-tokens",
+            "4",
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--repeats",
+            "1",
+            "--threads",
+            "1",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout, json.loads(proc.stdout.strip().splitlines()[-1])
 

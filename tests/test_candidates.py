@@ -27,29 +27,50 @@ def write(path, records):
 
 
 def test_both_layouts_sorted_by_score(tmp_path):
-    path = write(tmp_path / "c.jsonl", [
-        {"prompt": "1+1=", "answer": "2", "candidates": [{"text": "3", "score": 0.2, "correct": 0},
-                                                          {"text": "2", "score": 0.7, "correct": True}]},
-        {"prompt": "2+2=", "candidates": ["4", "5", "22"], "score_list": [0.1, 0.5, 0.3], "correct_list": [1, 0, 0]},
-    ])
+    path = write(
+        tmp_path / "c.jsonl",
+        [
+            {
+                "prompt": "1+1=",
+                "answer": "2",
+                "candidates": [{"text": "3", "score": 0.2, "correct": 0}, {"text": "2", "score": 0.7, "correct": True}],
+            },
+            {
+                "prompt": "2+2=",
+                "candidates": ["4", "5", "22"],
+                "score_list": [0.1, 0.5, 0.3],
+                "correct_list": [1, 0, 0],
+            },
+        ],
+    )
     found = load_candidates(path)
     assert [(c.text, c.score, c.correct) for c in found.top("1+1=")] == [("2", 0.7, 1.0), ("3", 0.2, 0.0)]
     assert [c.text for c in found.top("2+2=", 2)] == ["5", "22"]
     assert found.columns(["1+1=", "1+1=", "2+2="], [" 2 ", "9", "4"]) == {
-        "candidate_score": [0.7, None, 0.1], "candidate_correct": [1.0, None, 1.0]}
+        "candidate_score": [0.7, None, 0.1],
+        "candidate_correct": [1.0, None, 1.0],
+    }
 
 
-@pytest.mark.parametrize("bad,message", [
-    ({"prompt": "x", "candidates": []}, "'candidates' must be a non-empty list"),
-    ({"prompt": "x", "candidates": [{"text": "a", "correct": 1}]}, "missing 'score'"),
-    ({"prompt": "x", "candidates": [{"text": "a", "score": 0.1, "correct": 2}]}, "'correct' must be 0 or 1"),
-    ({"prompt": "x", "candidates": [{"text": "a", "score": "high", "correct": 1}]}, "must be a finite number"),
-    ({"prompt": "x", "candidates": ["a", "b"], "score_list": [0.1], "correct_list": [1, 0]}, "'score_list' must be a list as long"),
-    ({"prompt": "1+1=", "candidates": [{"text": "2", "score": 0.1, "correct": 1}]}, "already given at line 1"),
-    ({"candidates": [{"text": "2", "score": 0.1, "correct": 1}]}, "missing 'prompt'"),
-])
+@pytest.mark.parametrize(
+    "bad,message",
+    [
+        ({"prompt": "x", "candidates": []}, "'candidates' must be a non-empty list"),
+        ({"prompt": "x", "candidates": [{"text": "a", "correct": 1}]}, "missing 'score'"),
+        ({"prompt": "x", "candidates": [{"text": "a", "score": 0.1, "correct": 2}]}, "'correct' must be 0 or 1"),
+        ({"prompt": "x", "candidates": [{"text": "a", "score": "high", "correct": 1}]}, "must be a finite number"),
+        (
+            {"prompt": "x", "candidates": ["a", "b"], "score_list": [0.1], "correct_list": [1, 0]},
+            "'score_list' must be a list as long",
+        ),
+        ({"prompt": "1+1=", "candidates": [{"text": "2", "score": 0.1, "correct": 1}]}, "already given at line 1"),
+        ({"candidates": [{"text": "2", "score": 0.1, "correct": 1}]}, "missing 'prompt'"),
+    ],
+)
 def test_bad_records_fail_in_one_line_naming_file_and_line(tmp_path, bad, message):
-    path = write(tmp_path / "c.jsonl", [{"prompt": "1+1=", "candidates": [{"text": "2", "score": 0.5, "correct": 1}]}, bad])
+    path = write(
+        tmp_path / "c.jsonl", [{"prompt": "1+1=", "candidates": [{"text": "2", "score": 0.5, "correct": 1}]}, bad]
+    )
     with pytest.raises(DataError) as info:
         load_candidates(path)
     assert str(info.value).startswith(f"{path}:2") and message in str(info.value) and "\n" not in str(info.value)
@@ -117,5 +138,7 @@ def test_rce_step_on_file_candidates(lever_ctx):
     opt = torch.optim.SGD(ctx.policy.parameters(), lr=1e-3)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
     metrics = rce_step(ctx, list(task.train[:4]), opt, sched)
-    assert {"rce/loss", "rce/reward", "rce/reward/beam_score", "rce/reward/correctness", "rce/kept_frac"} <= set(metrics)
+    assert {"rce/loss", "rce/reward", "rce/reward/beam_score", "rce/reward/correctness", "rce/kept_frac"} <= set(
+        metrics
+    )
     assert metrics["rce/kept_frac"] == 1.0 and torch.isfinite(torch.tensor(metrics["rce/loss"]))

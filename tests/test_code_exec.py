@@ -87,10 +87,15 @@ def test_the_audit_hook_alone_guards_the_run_files(tmp_path, monkeypatch):
     monkeypatch.setattr(sandbox, "_isolation", (os.path.realpath(sys.executable), False))
     victim = tmp_path / "precious.txt"
     victim.write_text("keep")
-    for attack in (f"import os\nos.remove({str(victim)!r})", f"open({str(victim)!r}, 'w').write('gone')",
-                   f"import os\nos.rename({str(victim)!r}, 'stolen.txt')", f"import shutil\nshutil.rmtree({str(tmp_path)!r})",
-                   f"import os\nos.chmod({str(victim)!r}, 0o777)", "import subprocess\nsubprocess.run(['true'])",
-                   "import socket\nsocket.socket()"):
+    for attack in (
+        f"import os\nos.remove({str(victim)!r})",
+        f"open({str(victim)!r}, 'w').write('gone')",
+        f"import os\nos.rename({str(victim)!r}, 'stolen.txt')",
+        f"import shutil\nshutil.rmtree({str(tmp_path)!r})",
+        f"import os\nos.chmod({str(victim)!r}, 0o777)",
+        "import subprocess\nsubprocess.run(['true'])",
+        "import socket\nsocket.socket()",
+    ):
         r = timed(attack, ["assert True"])
         assert r.passed == 0, attack
     assert victim.read_text() == "keep"
@@ -103,8 +108,10 @@ def test_writing_inside_the_temp_dir_is_allowed():
 
 def test_clean_environment(monkeypatch):
     monkeypatch.setenv("GRPO_TEST_SECRET", "hunter2")
-    r = timed("import os\nleaked = 'GRPO_TEST_SECRET' in os.environ\nkeys = sorted(os.environ)",
-              ["assert not leaked", "assert set(keys) <= {'PATH', 'HOME', 'TMPDIR', 'LANG', 'LC_CTYPE'}"])
+    r = timed(
+        "import os\nleaked = 'GRPO_TEST_SECRET' in os.environ\nkeys = sorted(os.environ)",
+        ["assert not leaked", "assert set(keys) <= {'PATH', 'HOME', 'TMPDIR', 'LANG', 'LC_CTYPE'}"],
+    )
     assert r.pass_fraction == 1.0
 
 

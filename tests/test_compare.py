@@ -33,10 +33,21 @@ class Store:
 
 
 def run_overrides(root: Path, uri: str, parent_id: str, kl_beta: str) -> list[str]:
-    return ["task=numgame", "trainer.max_steps=4", "eval.eval_every=2", "schedule.rce_steps=0", "rollout.batch_size=4",
-            "rollout.group_size=2", "eval.num_samples=8", "trainer.threads=1", f"logger.tracking_uri={uri}",
-            f"hydra.run.dir={root}/run_{kl_beta}", f"algorithm.kl_beta={kl_beta}",
-            f"logger.parent_run_id={parent_id}", f"++logger.tags.optuna_study={STUDY}"]
+    return [
+        "task=numgame",
+        "trainer.max_steps=4",
+        "eval.eval_every=2",
+        "schedule.rce_steps=0",
+        "rollout.batch_size=4",
+        "rollout.group_size=2",
+        "eval.num_samples=8",
+        "trainer.threads=1",
+        f"logger.tracking_uri={uri}",
+        f"hydra.run.dir={root}/run_{kl_beta}",
+        f"algorithm.kl_beta={kl_beta}",
+        f"logger.parent_run_id={parent_id}",
+        f"++logger.tags.optuna_study={STUDY}",
+    ]
 
 
 def make_parent(uri: str, root: Path) -> str:
@@ -54,8 +65,17 @@ def store(tmp_path_factory) -> Store:
     uri = f"sqlite:///{root}/mlflow.db"
     parent_id = make_parent(uri, root)
     env = {**os.environ, "TQDM_DISABLE": "1"}
-    procs = [subprocess.Popen([sys.executable, "-m", "grpo.run", *run_overrides(root, uri, parent_id, b)], cwd=root,
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for b in KL_BETAS]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "grpo.run", *run_overrides(root, uri, parent_id, b)],
+            cwd=root,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for b in KL_BETAS
+    ]
     for proc in procs:
         out, _ = proc.communicate(timeout=600)
         assert proc.returncode == 0, out[-3000:]
@@ -85,7 +105,10 @@ def test_noise_and_labels():
     assert is_noisy("logger.tags.optuna_study") and is_noisy("paths.outputs") and is_noisy("trainer.output_dir")
     assert is_noisy("optuna_trial") and not is_noisy("algorithm.kl_beta")
     assert short_keys(["algorithm.kl_beta", "schedule.grpo_lr", "lora.rank"]) == {
-        "algorithm.kl_beta": "kl_beta", "schedule.grpo_lr": "grpo_lr", "lora.rank": "rank"}
+        "algorithm.kl_beta": "kl_beta",
+        "schedule.grpo_lr": "grpo_lr",
+        "lora.rank": "rank",
+    }
     assert short_keys(["reward.alpha", "lora.alpha"]) == {"reward.alpha": "reward.alpha", "lora.alpha": "lora.alpha"}
     assert run_filter("abc", ["model=tiny"]) == "tags.`mlflow.parentRunId` = 'abc' and tags.`model` = 'tiny'"
     assert spans_decades([0.01, 0.1, 1.0]) and not spans_decades([0.05, 0.1, 0.2]) and not spans_decades([0, 1])
@@ -94,8 +117,10 @@ def test_noise_and_labels():
 def test_missing_store_is_named(tmp_path, capsys):
     code, out, err = compare(capsys, "--tracking-uri", f"sqlite:///{tmp_path}/none.db")
     assert code == 2 and out == ""
-    assert err.strip() == f"error: no MLflow store at {tmp_path}/none.db: nothing has been tracked there yet " \
-                          "(run `python -m grpo.run ...` first, or pass --tracking-uri)"
+    assert (
+        err.strip() == f"error: no MLflow store at {tmp_path}/none.db: nothing has been tracked there yet "
+        "(run `python -m grpo.run ...` first, or pass --tracking-uri)"
+    )
     assert not (tmp_path / "none.db").exists()  # reporting it must not create it
 
 
@@ -188,7 +213,9 @@ def test_error_messages(store, capsys):
     assert code == 2 and "unknown metric 'nope'" in err
 
     code, _, err = compare(capsys, "--tracking-uri", store.uri, "--tag", "model=big")
-    assert code == 2 and err.strip() == f"error: no runs matched --tag model=big in experiment 'grpo-suite' of {store.uri}"
+    assert (
+        code == 2 and err.strip() == f"error: no runs matched --tag model=big in experiment 'grpo-suite' of {store.uri}"
+    )
 
     code, _, err = compare(capsys, "--tracking-uri", store.uri, "--runs", "ffffffff")
     assert code == 2 and "no run with id 'ffffffff'" in err

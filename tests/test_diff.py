@@ -30,8 +30,11 @@ def minimal_vs_full():
 def test_minimal_vs_full_is_the_complete_difference(minimal_vs_full):
     # Seed 000 listed max_steps and save_every; warm-up, totals and the run name differ too (I-000-5).
     assert [r.key for r in minimal_vs_full] == [
-        "trainer.max_steps", "trainer.save_every",
-        "derived.warmup_steps", "derived.total_samples", "derived.run_name",
+        "trainer.max_steps",
+        "trainer.save_every",
+        "derived.warmup_steps",
+        "derived.total_samples",
+        "derived.run_name",
     ]
     values = {r.key: r.values for r in minimal_vs_full}
     assert values["trainer.max_steps"] == [10, 500]
@@ -53,18 +56,21 @@ def test_full_vs_reference_restored_is_seed_001s_sync_table():
     assert "lora.rank" not in rows and "generation.top_p" not in rows
 
 
-@pytest.mark.parametrize("old, new, expected", [
-    (5e-5, 2e-5, "↓ ×0.4"),  # seed I-000-1: the LR went down, not up
-    (10, 500, "↑ ×50"),
-    (500, 10, "↓ ×0.02"),
-    (4, 5, "↑ ×1.25"),
-    (0, 3, "↑ from 0"),
-    (7, 7, "="),
-    (-1, 2, "↑"),  # a sign change has no meaningful ratio
-    (True, False, ""),  # booleans and strings are not quantities
-    ("a", "b", ""),
-    (None, 4, ""),
-])
+@pytest.mark.parametrize(
+    "old, new, expected",
+    [
+        (5e-5, 2e-5, "↓ ×0.4"),  # seed I-000-1: the LR went down, not up
+        (10, 500, "↑ ×50"),
+        (500, 10, "↓ ×0.02"),
+        (4, 5, "↑ ×1.25"),
+        (0, 3, "↑ from 0"),
+        (7, 7, "="),
+        (-1, 2, "↑"),  # a sign change has no meaningful ratio
+        (True, False, ""),  # booleans and strings are not quantities
+        ("a", "b", ""),
+        (None, 4, ""),
+    ],
+)
 def test_change_direction_and_ratio(old, new, expected):
     assert change(old, new) == expected
 
@@ -134,12 +140,18 @@ def test_identical_compositions_exit_0(capsys):
 @pytest.mark.slow
 def test_cli_exit_codes_and_output():
     cmd = [sys.executable, "-m", "grpo.diff"]
-    different = subprocess.run([*cmd, "preset=minimal", "preset=full", "--format", "markdown"],
-                               capture_output=True, text=True, cwd=REPO)
+    different = subprocess.run(
+        [*cmd, "preset=minimal", "preset=full", "--format", "markdown"], capture_output=True, text=True, cwd=REPO
+    )
     assert different.returncode == 1, different.stderr
     body = different.stdout.splitlines()[2:]
     assert [line.split(" | ")[0].lstrip("| ") for line in body] == [
-        "trainer.max_steps", "trainer.save_every", "derived.warmup_steps", "derived.total_samples", "derived.run_name"]
+        "trainer.max_steps",
+        "trainer.save_every",
+        "derived.warmup_steps",
+        "derived.total_samples",
+        "derived.run_name",
+    ]
     bad = subprocess.run([*cmd, "preset=minimal", "preset=full lora.rnak=3"], capture_output=True, text=True, cwd=REPO)
     assert bad.returncode == 2
     assert bad.stdout == ""

@@ -2,9 +2,9 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
-from pathlib import Path
 
 CONFIG = str(Path(__file__).resolve().parents[1] / "conf" / "accelerate" / "ddp.yaml")
 COMMON = ["+preset=minimal", "trainer.max_steps=3", "schedule.rce_steps=0", "eval.num_samples=8"]
@@ -16,7 +16,10 @@ def samples_per_step(uri: str) -> list[float]:
     client = mlflow.MlflowClient(uri)
     runs = mlflow.search_runs(experiment_names=["aflow-roll-integration"], output_format="list")
     assert len(runs) == 1, "exactly one MLflow run, logged by the main process only"
-    return [m.value for m in sorted(client.get_metric_history(runs[0].info.run_id, "train/num_samples"), key=lambda m: m.step)]
+    return [
+        m.value
+        for m in sorted(client.get_metric_history(runs[0].info.run_id, "train/num_samples"), key=lambda m: m.step)
+    ]
 
 
 @pytest.mark.slow
@@ -24,14 +27,39 @@ def test_two_processes_train_the_same_global_batch_as_one(tmp_path):
     import mlflow
 
     single_uri, multi_uri = f"sqlite:///{tmp_path}/single.db", f"sqlite:///{tmp_path}/multi.db"
-    one = subprocess.run([sys.executable, "-m", "grpo.run", *COMMON, "logger.log_every=1",
-                          f"logger.tracking_uri={single_uri}", f"hydra.run.dir={tmp_path}/single"],
-                         capture_output=True, text=True, timeout=600)
+    one = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "grpo.run",
+            *COMMON,
+            "logger.log_every=1",
+            f"logger.tracking_uri={single_uri}",
+            f"hydra.run.dir={tmp_path}/single",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert one.returncode == 0, one.stderr[-3000:]
-    two = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", CONFIG,
-                          "-m", "grpo.run", *COMMON, "logger.log_every=1",
-                          f"logger.tracking_uri={multi_uri}", f"hydra.run.dir={tmp_path}/multi"],
-                         capture_output=True, text=True, timeout=600)
+    two = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--config_file",
+            CONFIG,
+            "-m",
+            "grpo.run",
+            *COMMON,
+            "logger.log_every=1",
+            f"logger.tracking_uri={multi_uri}",
+            f"hydra.run.dir={tmp_path}/multi",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert two.returncode == 0, two.stderr[-3000:]
     mlflow.set_tracking_uri(single_uri)
     single = samples_per_step(single_uri)
@@ -46,11 +74,31 @@ def test_two_processes_train_the_same_global_batch_as_one(tmp_path):
 
 @pytest.mark.slow
 def test_batch_not_divisible_by_processes_is_one_line(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", CONFIG,
-                           "-m", "grpo.run", *COMMON, "rollout.batch_size=5", "logger=none",
-                           f"hydra.run.dir={tmp_path}/run"], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--config_file",
+            CONFIG,
+            "-m",
+            "grpo.run",
+            *COMMON,
+            "rollout.batch_size=5",
+            "logger=none",
+            f"hydra.run.dir={tmp_path}/run",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode != 0
-    assert proc.stderr.count("error: rollout.batch_size=5: prompts per step are split across processes: must be divisible by 2") == 1
+    assert (
+        proc.stderr.count(
+            "error: rollout.batch_size=5: prompts per step are split across processes: must be divisible by 2"
+        )
+        == 1
+    )
 
 
 FSDP_CONFIG = """\
@@ -107,9 +155,25 @@ def test_the_plain_cpu_launch_trains_one_process_and_says_so(tmp_path):
     import mlflow
 
     uri = f"sqlite:///{tmp_path}/cpu.db"
-    proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
-                           "-m", "grpo.run", *COMMON, "logger.log_every=1", f"logger.tracking_uri={uri}",
-                           f"hydra.run.dir={tmp_path}/run"], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--cpu",
+            "--num_processes",
+            "2",
+            "-m",
+            "grpo.run",
+            *COMMON,
+            "logger.log_every=1",
+            f"logger.tracking_uri={uri}",
+            f"hydra.run.dir={tmp_path}/run",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     mlflow.set_tracking_uri(uri)
     assert samples_per_step(uri) == [24.0, 24.0, 24.0]
@@ -121,25 +185,65 @@ def test_the_plain_cpu_launch_trains_one_process_and_says_so(tmp_path):
 def test_sharded_launch_is_refused_in_one_line_before_any_run(tmp_path):
     config = tmp_path / "fsdp.yaml"
     config.write_text(FSDP_CONFIG)
-    proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
-                           "-m", "grpo.run", *COMMON, f"logger.tracking_uri=sqlite:///{tmp_path}/m.db",
-                           f"hydra.run.dir={tmp_path}/run"], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--config_file",
+            str(config),
+            "-m",
+            "grpo.run",
+            *COMMON,
+            f"logger.tracking_uri=sqlite:///{tmp_path}/m.db",
+            f"hydra.run.dir={tmp_path}/run",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode != 0
     assert proc.stderr.count("error: accelerate distributed_type=FSDP: sharded training is not supported") == 1
     assert not (tmp_path / "run").exists() and not (tmp_path / "m.db").exists()
 
 
-DDP_RESUME = ["task=numgame", "schedule.rce_steps=2", "trainer.max_steps=6", "trainer.save_every=2", "logger.log_every=1",
-              "eval.eval_every=2", "eval.num_samples=16", "rollout.batch_size=4", "rollout.group_size=4",
-              "generation.max_new_tokens=4", "trainer.threads=1", "algorithm.kl_beta=0.04"]
+DDP_RESUME = [
+    "task=numgame",
+    "schedule.rce_steps=2",
+    "trainer.max_steps=6",
+    "trainer.save_every=2",
+    "logger.log_every=1",
+    "eval.eval_every=2",
+    "eval.num_samples=16",
+    "rollout.batch_size=4",
+    "rollout.group_size=4",
+    "generation.max_new_tokens=4",
+    "trainer.threads=1",
+    "algorithm.kl_beta=0.04",
+]
 
 
 def ddp_run(out, env=None):
     import os
 
-    return subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", CONFIG, "-m", "grpo.run",
-                           *DDP_RESUME, f"logger.tracking_uri=sqlite:///{out}/mlflow.db", f"hydra.run.dir={out}/run"],
-                          capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--config_file",
+            CONFIG,
+            "-m",
+            "grpo.run",
+            *DDP_RESUME,
+            f"logger.tracking_uri=sqlite:///{out}/mlflow.db",
+            f"hydra.run.dir={out}/run",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **(env or {})},
+    )
 
 
 @pytest.mark.slow
@@ -161,8 +265,10 @@ def test_two_process_run_killed_mid_save_resumes_as_if_never_stopped(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("estimator,scale", [("grpo", "batch"), ("reinforce_pp", "group"), ("reinforce_pp_baseline", "group"),
-                                             ("grpo", "group")])
+@pytest.mark.parametrize(
+    "estimator,scale",
+    [("grpo", "batch"), ("reinforce_pp", "group"), ("reinforce_pp_baseline", "group"), ("grpo", "group")],
+)
 def test_batch_level_advantages_use_the_global_batch(tmp_path, estimator, scale):
     """Two real gloo processes: each gets the slice of the advantages one process computes on all rewards."""
     import json
@@ -170,14 +276,31 @@ def test_batch_level_advantages_use_the_global_batch(tmp_path, estimator, scale)
     import torch
 
     from grpo.algorithms.advantages import compute_advantages
-    from tests.helpers.subprocess_env import child_env
     from tests.helpers.batch_advantages_worker import REWARDS
+    from tests.helpers.subprocess_env import child_env
 
     worker = str(Path(__file__).resolve().parent / "helpers" / "batch_advantages_worker.py")
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           worker, str(tmp_path), estimator, scale], capture_output=True, text=True, timeout=300,
-                          env=child_env())
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            worker,
+            str(tmp_path),
+            estimator,
+            scale,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=child_env(),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = json.loads((tmp_path / "rank0.json").read_text()) + json.loads((tmp_path / "rank1.json").read_text())
-    want = compute_advantages(torch.tensor(REWARDS[0] + REWARDS[1]), 2, estimator=estimator, scale_rewards=scale, eps=1e-4)
+    want = compute_advantages(
+        torch.tensor(REWARDS[0] + REWARDS[1]), 2, estimator=estimator, scale_rewards=scale, eps=1e-4
+    )
     assert torch.allclose(torch.tensor(got), want, atol=1e-6)

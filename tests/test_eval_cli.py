@@ -33,8 +33,16 @@ def test_majority_and_ks():
 
 def test_summarize_per_domain():
     s = summarize(["math", "math", "qa", "qa"], [1, 0, 0, 0], [1.0, 0.2, 0.4, 0.0], ["5", "4", "x", "y"], n=2)
-    assert s["math"] == {"prompts": 1, "accuracy": 0.5, "reward": 0.6, "pass@1": 0.5, "pass@2": 1.0, "mean@2": 0.5,
-                         "best@2": 1.0, "maj@2": 1.0}
+    assert s["math"] == {
+        "prompts": 1,
+        "accuracy": 0.5,
+        "reward": 0.6,
+        "pass@1": 0.5,
+        "pass@2": 1.0,
+        "mean@2": 0.5,
+        "best@2": 1.0,
+        "maj@2": 1.0,
+    }
     assert list(s) == ["math", "qa", "all"] and s["all"]["best@2"] == pytest.approx(0.7)
     assert flatten(s, "eval/val")["eval/val/pass_at_2/math"] == 1.0
     table = format_table(s, "title")
@@ -56,7 +64,9 @@ def run_dir(tmp_path_factory):
     (d / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(comp.raw))
     (d / ".hydra" / "hydra.yaml").write_text(OmegaConf.to_yaml({"hydra": {"runtime": {"choices": comp.choices}}}))
     model, tokenizer = load_model(comp.cfg.model)
-    save_checkpoint(str(d / "checkpoints"), 3, apply_lora(model, comp.cfg.lora), tokenizer, {"step": 3, "run_name": "tiny-run"}, {})
+    save_checkpoint(
+        str(d / "checkpoints"), 3, apply_lora(model, comp.cfg.lora), tokenizer, {"step": 3, "run_name": "tiny-run"}, {}
+    )
     return d
 
 
@@ -76,10 +86,16 @@ def test_find_checkpoint(run_dir, tmp_path):
 def test_eval_prints_a_per_domain_table_and_logs_a_run_tagged_eval(run_dir, capsys):
     main(["--checkpoint", str(run_dir)])
     out = capsys.readouterr().out
-    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.split() and line.split()[0] in ("code", "math", "qa", "all")}
+    rows = {
+        line.split()[0]: line.split()
+        for line in out.splitlines()
+        if line.split() and line.split()[0] in ("code", "math", "qa", "all")
+    }
     assert {k: int(v[1]) for k, v in rows.items()} == {"code": 5, "math": 6, "qa": 5, "all": 16}  # the val file's mix
     client = _mlflow(run_dir)
-    runs = client.search_runs([client.get_experiment_by_name("aflow-roll-integration").experiment_id], "tags.eval = 'true'")
+    runs = client.search_runs(
+        [client.get_experiment_by_name("aflow-roll-integration").experiment_id], "tags.eval = 'true'"
+    )
     assert len(runs) == 1
     metrics = runs[0].data.metrics
     assert {"eval/val/accuracy", "eval/val/reward", "eval/val/accuracy/math", "eval/val/reward/code"} <= set(metrics)
@@ -87,9 +103,19 @@ def test_eval_prints_a_per_domain_table_and_logs_a_run_tagged_eval(run_dir, caps
 
 
 def test_sampled_eval_with_n_samples_reports_pass_at_k(run_dir):
-    summary, table = evaluate_checkpoint(str(run_dir), ["eval.generation.greedy=false", "eval.generation.temperature=0.6",
-                                                        "eval.generation.top_p=0.95", "eval.generation.n=4",
-                                                        "logger.backend=none"], split="test", limit=6, progress=False)
+    summary, table = evaluate_checkpoint(
+        str(run_dir),
+        [
+            "eval.generation.greedy=false",
+            "eval.generation.temperature=0.6",
+            "eval.generation.top_p=0.95",
+            "eval.generation.n=4",
+            "logger.backend=none",
+        ],
+        split="test",
+        limit=6,
+        progress=False,
+    )
     assert {"pass@1", "pass@2", "pass@4", "mean@4", "best@4", "maj@4"} <= set(summary["all"])
     assert summary["all"]["prompts"] == 6 and "temperature 0.6, top_p 0.95, n 4" in table
 

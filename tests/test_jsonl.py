@@ -28,11 +28,16 @@ def rec(i, domain="math", **kw):
 
 
 def test_records_parse_with_tests_meta_and_extras(tmp_path):
-    path = write(tmp_path / "d.jsonl", [
-        rec(1), "", rec(2, "qa", meta={"k": 1}, source="x"),
-        {"prompt": "f(x)", "domain": "code", "tests": ["assert f(1)==1"]},
-        {"prompt": "n", "answer": 7, "domain": "math"},
-    ])
+    path = write(
+        tmp_path / "d.jsonl",
+        [
+            rec(1),
+            "",
+            rec(2, "qa", meta={"k": 1}, source="x"),
+            {"prompt": "f(x)", "domain": "code", "tests": ["assert f(1)==1"]},
+            {"prompt": "n", "answer": 7, "domain": "math"},
+        ],
+    )
     a, b, c, d = read_examples("task.train_path", path)
     assert (a.prompt, a.answer, a.domain, a.tests) == ("q1", "1", "math", None)
     assert (b.meta["k"], b.meta["source"], b.meta["origin"]) == (1, "x", "d.jsonl:3")  # extra keys land in meta
@@ -46,14 +51,17 @@ def test_streaming_reader_gives_line_numbers(tmp_path):
     assert [n for n, _ in iter_jsonl(path)] == [1, 3]
 
 
-@pytest.mark.parametrize("bad,message", [
-    ('{"prompt": "x", "answer": "1" "domain": "m"}', "not valid JSON"),
-    ('[1, 2]', "expected a JSON object"),
-    ('{"answer": "1"}', "missing 'prompt'"),
-    ('{"prompt": "x"}', "missing 'answer'"),
-    ('{"prompt": "x", "answer": "1", "tests": [1]}', "'tests' must be a list of strings"),
-    ('{"prompt": "x", "answer": "1", "meta": {"answer_pattern": "("}}', "not a valid regex"),
-])
+@pytest.mark.parametrize(
+    "bad,message",
+    [
+        ('{"prompt": "x", "answer": "1" "domain": "m"}', "not valid JSON"),
+        ("[1, 2]", "expected a JSON object"),
+        ('{"answer": "1"}', "missing 'prompt'"),
+        ('{"prompt": "x"}', "missing 'answer'"),
+        ('{"prompt": "x", "answer": "1", "tests": [1]}', "'tests' must be a list of strings"),
+        ('{"prompt": "x", "answer": "1", "meta": {"answer_pattern": "("}}', "not a valid regex"),
+    ],
+)
 def test_malformed_line_is_one_line_naming_file_and_line(tmp_path, bad, message):
     path = write(tmp_path / "bad.jsonl", [rec(1), rec(2), bad])
     with pytest.raises(DataError) as info:
@@ -66,7 +74,11 @@ def test_malformed_line_is_one_line_naming_file_and_line(tmp_path, bad, message)
 def test_missing_file_names_the_key_and_path(tmp_path):
     with pytest.raises(ConfigError) as info:
         read_examples("task.val_path", str(tmp_path / "nope.jsonl"))
-    assert str(info.value).startswith("task.val_path=") and "nope.jsonl" in str(info.value) and "no such file" in str(info.value)
+    assert (
+        str(info.value).startswith("task.val_path=")
+        and "nope.jsonl" in str(info.value)
+        and "no such file" in str(info.value)
+    )
 
 
 def test_relative_paths_fall_back_to_the_project_root(tmp_path, monkeypatch):
@@ -128,4 +140,6 @@ def test_checks_domain_ratios_against_the_file():
     assert comp.cfg.task.domain_ratios == {"math": 0.4, "qa": 0.3, "code": 0.3}
     comp.cfg.task.domain_ratios = {"math": 0.5, "poetry": 0.5}
     with pytest.raises(ConfigError, match=r"task.domain_ratios.poetry.*domains: code, math, qa"):
-        check(comp.cfg, grpo_steps=comp.derived.grpo_steps, warmup_steps=comp.derived.warmup_steps, domains_of=domains_of)
+        check(
+            comp.cfg, grpo_steps=comp.derived.grpo_steps, warmup_steps=comp.derived.warmup_steps, domains_of=domains_of
+        )

@@ -118,8 +118,9 @@ def test_kl_term_added_per_token():
     assert loss.item() == pytest.approx(0.02749375, abs=1e-7)
     assert stats["kl"].item() == pytest.approx(0.2749375, abs=1e-6)
     # with the importance-ratio correction (TRL use_bias_correction_kl) and ratio 2: twice that
-    loss, _ = policy_loss(logp, logp - math.log(2), torch.zeros(1), mask, ref_logp=ref, kl_beta=0.1,
-                          kl_bias_correction=True)
+    loss, _ = policy_loss(
+        logp, logp - math.log(2), torch.zeros(1), mask, ref_logp=ref, kl_beta=0.1, kl_bias_correction=True
+    )
     assert loss.item() == pytest.approx(0.0549875, abs=1e-6)
     # beta 0: KL logged, not in the loss
     loss, stats = policy_loss(logp, logp, torch.zeros(1), mask, ref_logp=ref)

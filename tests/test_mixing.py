@@ -62,8 +62,13 @@ def test_zero_ratio_domains_are_never_drawn_and_sampling_is_seeded():
 
 
 def test_mixing_a_jsonl_task():
-    cfg = TaskConfig(name="jsonl", train_path="experiments/data/aflow/train.jsonl", val_path="experiments/data/aflow/val.jsonl",
-                     train_size=60, domain_ratios=RATIOS)
+    cfg = TaskConfig(
+        name="jsonl",
+        train_path="experiments/data/aflow/train.jsonl",
+        val_path="experiments/data/aflow/val.jsonl",
+        train_size=60,
+        domain_ratios=RATIOS,
+    )
     task = build_task(cfg)
     sampler = BatchSampler(task.train, cfg.domain_ratios, seed=7)
     counts = Counter(ex.domain for _ in range(2500) for ex in sampler.next_batch(4))

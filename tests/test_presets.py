@@ -46,7 +46,13 @@ FULL = {
     "derived.total_samples": 12000,
 }
 
-MINIMAL = {**FULL, "trainer.max_steps": 10, "trainer.save_every": 5, "derived.warmup_steps": 2, "derived.total_samples": 240}
+MINIMAL = {
+    **FULL,
+    "trainer.max_steps": 10,
+    "trainer.save_every": 5,
+    "derived.warmup_steps": 2,
+    "derived.total_samples": 240,
+}
 
 # `full` with the Reference project's own values where they differ (seed 001's sync table).
 REFERENCE_RESTORED = {
@@ -108,9 +114,15 @@ def lookup(comp, dotted: str):
     return node
 
 
-@pytest.mark.parametrize("preset,expected", [
-    ("full", FULL), ("minimal", MINIMAL), ("reference_restored", REFERENCE_RESTORED), ("guide_optimized", GUIDE_OPTIMIZED),
-])
+@pytest.mark.parametrize(
+    "preset,expected",
+    [
+        ("full", FULL),
+        ("minimal", MINIMAL),
+        ("reference_restored", REFERENCE_RESTORED),
+        ("guide_optimized", GUIDE_OPTIMIZED),
+    ],
+)
 def test_preset_matches_seed_spec(preset, expected):
     comp = compose([f"+preset={preset}"])
     wrong = {k: (lookup(comp, k), v) for k, v in expected.items() if lookup(comp, k) != pytest.approx(v)}
@@ -136,7 +148,9 @@ def test_minimal_differs_from_full_only_in_budget():
 
 def test_generated_run_names_follow_the_seed_convention():
     assert compose(["+preset=full"]).derived.run_name == "grpo-500steps-4batch-6samples-rce64-full"
-    assert compose(["+preset=minimal", "schedule.rce_epochs=0"]).derived.run_name == "grpo-10steps-4batch-6samples-minimal"
+    assert (
+        compose(["+preset=minimal", "schedule.rce_epochs=0"]).derived.run_name == "grpo-10steps-4batch-6samples-minimal"
+    )
     assert compose(["+preset=minimal", "logger.run_name=mine"]).derived.run_name == "mine"
 
 

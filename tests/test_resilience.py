@@ -12,7 +12,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -20,22 +19,46 @@ import pytest
 
 from tests.helpers.run_metrics import TOL, assert_same_metrics, histories
 
-BASE = ["task=numgame", "schedule.rce_steps=4", "trainer.max_steps=12", "trainer.save_every=4", "logger.log_every=1",
-        "eval.eval_every=4", "eval.num_samples=16", "rollout.batch_size=4", "rollout.group_size=4",
-        "generation.max_new_tokens=4", "trainer.threads=1", "algorithm.kl_beta=0.04"]
+BASE = [
+    "task=numgame",
+    "schedule.rce_steps=4",
+    "trainer.max_steps=12",
+    "trainer.save_every=4",
+    "logger.log_every=1",
+    "eval.eval_every=4",
+    "eval.num_samples=16",
+    "rollout.batch_size=4",
+    "rollout.group_size=4",
+    "generation.max_new_tokens=4",
+    "trainer.threads=1",
+    "algorithm.kl_beta=0.04",
+]
 
 pytestmark = pytest.mark.slow
 
 
 def command(out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "grpo.run", *BASE, *extra, f"logger.tracking_uri=sqlite:///{out}/mlflow.db",
-            f"hydra.run.dir={out}/run"]
+    return [
+        sys.executable,
+        "-m",
+        "grpo.run",
+        *BASE,
+        *extra,
+        f"logger.tracking_uri=sqlite:///{out}/mlflow.db",
+        f"hydra.run.dir={out}/run",
+    ]
 
 
 def run(out: Path, *extra: str, env=None, timeout=600) -> subprocess.CompletedProcess:
     """The run's whole console (Hydra logs to stdout, progress bars and warnings to stderr) in `.stdout`."""
-    return subprocess.run(command(out, *extra), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        command(out, *extra),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def adapter(out: Path, step: int):
@@ -114,13 +137,19 @@ def test_resume_refuses_a_checkpoint_of_another_config(tmp_path):
     second = run(tmp_path, "trainer.max_steps=4", "lora.rank=4")
     assert second.returncode == 2
     assert "error: trainer.resume=" in second.stdout and "lora.rank (8 -> 4)" in second.stdout
-    fresh = run(tmp_path, "trainer.max_steps=4", "lora.rank=4", "trainer.resume=never", f"trainer.output_dir={tmp_path}/fresh")
+    fresh = run(
+        tmp_path, "trainer.max_steps=4", "lora.rank=4", "trainer.resume=never", f"trainer.output_dir={tmp_path}/fresh"
+    )
     assert fresh.returncode == 0, fresh.stdout[-3000:]
 
 
 def test_a_reward_that_raises_scores_zero_and_is_counted_once(tmp_path):
-    proc = run(tmp_path, "trainer.max_steps=3", "+reward.custom.flaky=tests.helpers.fault_rewards:raises_on_odd_length",
-               "+reward.weights.flaky=1.0")
+    proc = run(
+        tmp_path,
+        "trainer.max_steps=3",
+        "+reward.custom.flaky=tests.helpers.fault_rewards:raises_on_odd_length",
+        "+reward.weights.flaky=1.0",
+    )
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert proc.stdout.count("reward 'flaky' raised RuntimeError") == 1
     errors = histories(tmp_path)["train/reward_errors"]
@@ -128,8 +157,13 @@ def test_a_reward_that_raises_scores_zero_and_is_counted_once(tmp_path):
 
 
 def test_non_finite_updates_are_skipped_then_stop_the_run(tmp_path):
-    proc = run(tmp_path, "schedule.rce_steps=0", "trainer.max_bad_steps=2", "+reward.custom.nan=tests.helpers.fault_rewards:nan_reward",
-               "+reward.weights.nan=1.0")
+    proc = run(
+        tmp_path,
+        "schedule.rce_steps=0",
+        "trainer.max_bad_steps=2",
+        "+reward.custom.nan=tests.helpers.fault_rewards:nan_reward",
+        "+reward.weights.nan=1.0",
+    )
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert "update skipped (1 in a row)" in proc.stdout
     assert "stopped    2 non-finite updates in a row at step 2" in proc.stdout
@@ -139,8 +173,12 @@ def test_non_finite_updates_are_skipped_then_stop_the_run(tmp_path):
 
 
 def test_tracking_store_locked_mid_run_does_not_stop_training(tmp_path):
-    proc = subprocess.Popen(command(tmp_path, "schedule.rce_steps=0", "trainer.max_steps=8"),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        command(tmp_path, "schedule.rce_steps=0", "trainer.max_steps=8"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     wait_for(lambda: logged_steps(tmp_path) >= 2, proc)
     # Wait out the run's own short write locks, then hold the database exclusively.
     lock = sqlite3.connect(str(tmp_path / "mlflow.db"), timeout=60, check_same_thread=False)
@@ -155,8 +193,16 @@ def test_tracking_store_locked_mid_run_does_not_stop_training(tmp_path):
 
 
 def test_early_stopping_keeps_the_best_checkpoint(tmp_path):
-    proc = run(tmp_path, "schedule.rce_steps=0", "trainer.max_steps=20", "eval.eval_every=1", "schedule.grpo_lr=1e-12",
-               "eval.early_stopping.enabled=true", "eval.early_stopping.patience=2", "trainer.save_limit=1")
+    proc = run(
+        tmp_path,
+        "schedule.rce_steps=0",
+        "trainer.max_steps=20",
+        "eval.eval_every=1",
+        "schedule.grpo_lr=1e-12",
+        "eval.early_stopping.enabled=true",
+        "eval.early_stopping.patience=2",
+        "trainer.save_limit=1",
+    )
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert "early stopping: val/accuracy has not improved for 2 validations" in proc.stdout
     val = histories(tmp_path)["val/accuracy"]

@@ -23,15 +23,19 @@ def test_normalize_then_sum_z_scores_each_component_per_group():
     # G=2: every non-flat pair z-scores to +-0.5 / std([a, b]) = +-0.7071068 whatever its scale, so
     # 1*z_correct + 0.2*z_quality = +-0.8485281
     got = combine_rewards(
-        {"correct": CORRECT, "quality": QUALITY}, {"correct": 1.0, "quality": 0.2},
-        mode="normalize_then_sum", group_size=2,
+        {"correct": CORRECT, "quality": QUALITY},
+        {"correct": 1.0, "quality": 0.2},
+        mode="normalize_then_sum",
+        group_size=2,
     )
     _close(got, [0.8485281, -0.8485281, 0.8485281, -0.8485281])
     # a flat component in a group contributes exactly 0 there
     flat_quality = torch.tensor([0.5, 0.5, 0.9, 0.1])
     got = combine_rewards(
-        {"correct": CORRECT, "quality": flat_quality}, {"correct": 1.0, "quality": 0.2},
-        mode="normalize_then_sum", group_size=2,
+        {"correct": CORRECT, "quality": flat_quality},
+        {"correct": 1.0, "quality": 0.2},
+        mode="normalize_then_sum",
+        group_size=2,
     )
     _close(got, [0.7071068, -0.7071068, 0.8485281, -0.8485281])
 

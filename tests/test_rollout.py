@@ -26,7 +26,9 @@ def policy_model(architecture="qwen2", dropout=0.0, kv_heads=2):
 
 def rollout_of(policy, tok, group=3, new_tokens=6, seed=0):
     torch.manual_seed(seed)
-    return HFGenerateEngine(tok).generate(policy, repeat_prompts(PROMPTS, group), SamplingParams(max_new_tokens=new_tokens))
+    return HFGenerateEngine(tok).generate(
+        policy, repeat_prompts(PROMPTS, group), SamplingParams(max_new_tokens=new_tokens)
+    )
 
 
 def with_early_eos(rollout, tok):
@@ -120,11 +122,14 @@ def test_lora_dropout_applies_per_row_in_training(p):
     assert not torch.allclose(noisy[0, 0], noisy[1, 0])
 
 
-@pytest.mark.parametrize("params", [
-    SamplingParams(max_new_tokens=7),
-    SamplingParams(max_new_tokens=7, temperature=0.7, top_k=5, top_p=0.9),
-    SamplingParams(max_new_tokens=7, greedy=True),
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        SamplingParams(max_new_tokens=7),
+        SamplingParams(max_new_tokens=7, temperature=0.7, top_k=5, top_p=0.9),
+        SamplingParams(max_new_tokens=7, greedy=True),
+    ],
+)
 @pytest.mark.parametrize("min_new_tokens", [0, 7])
 def test_merged_engine_samples_what_generate_samples(params, min_new_tokens):
     policy, tok = policy_model()
@@ -158,13 +163,15 @@ def test_a_fixed_seed_gives_a_valid_rollout():
     assert r.prompt_ids.shape == r.prompt_mask.shape and r.prompt_ids.shape[0] == len(prompts)
     assert (r.prompt_mask[:, -1] == 1).all() and (r.prompt_mask[:, 0] == 0).any()  # left padded
     eos, pad = tok.eos_token_id, tok.pad_token_id
-    for ids, mask, truncated, text in zip(r.completion_ids.tolist(), r.completion_mask.tolist(), r.truncated.tolist(), r.texts):
+    for ids, mask, truncated, text in zip(
+        r.completion_ids.tolist(), r.completion_mask.tolist(), r.truncated.tolist(), r.texts
+    ):
         n = sum(mask)
         assert mask == [1] * n + [0] * (len(mask) - n)  # a prefix
         assert all(t == pad for t in ids[n:])
         assert truncated == (eos not in ids[:n])
         if not truncated:
-            assert ids[n - 1] == eos and eos not in ids[:n - 1]
+            assert ids[n - 1] == eos and eos not in ids[: n - 1]
         assert text == tok.decode(ids[:n], skip_special_tokens=True)
     assert r.truncated.any() and not r.truncated.all()  # both kinds of row occur with this seed
 
@@ -183,6 +190,7 @@ def test_models_outside_the_plain_decoder_keep_the_transformers_path():
         def __init__(self, module):
             super().__init__()
             self.module = module
+
     assert not merged.supports(Wrapped(policy))
     try:
         merged.ENABLED = False
@@ -220,10 +228,12 @@ def test_sparse_dropout_draws_iid_bernoulli_masks_and_its_gradient():
     n = dropped.numel()
     assert abs(dropped.mean().item() - 0.05) < 4 * (0.05 * 0.95 / n) ** 0.5  # the rate, within 4 sigma
     pairs = dropped[1:] * dropped[:-1]
-    assert abs(pairs.mean().item() - 0.05 ** 2) < 4 * (0.05 ** 2 / n) ** 0.5  # neighbours independent
-    assert abs(dropped[: n // 2].mean().item() - dropped[n // 2:].mean().item()) < 0.001  # no drift along the tensor
+    assert abs(pairs.mean().item() - 0.05**2) < 4 * (0.05**2 / n) ** 0.5  # neighbours independent
+    assert abs(dropped[: n // 2].mean().item() - dropped[n // 2 :].mean().item()) < 0.001  # no drift along the tensor
     kept = merged.dropout(torch.full((1000,), 2.0), 0.05)
-    assert torch.isin(kept, torch.tensor([0.0, 2.0 / 0.95])).all()  # inverted dropout: kept entries scaled by 1 / (1 - p)
+    assert torch.isin(
+        kept, torch.tensor([0.0, 2.0 / 0.95])
+    ).all()  # inverted dropout: kept entries scaled by 1 / (1 - p)
     x = torch.randn(3, 50, 64, requires_grad=True)
     y = merged.dropout(x.expand(3, *x.shape), 0.2)  # three masks at once, as for q/k/v
     assert not torch.equal(y[0] == 0, y[1] == 0)

@@ -99,9 +99,7 @@ def test_params_then_cli_merge_later_wins():
     # fixed values keep the text they were written with
     assert space.fixed == {"fixed": "7", "lr": "1e-05", "y": "3", "db.port": "5", "+new": "x y"}
     assert space.deletions == ["~dropped"]
-    assert space.fixed_overrides() == [
-        "fixed=7", "lr=1e-05", "y=3", "db.port=5", "+new=x y", "~dropped"
-    ]
+    assert space.fixed_overrides() == ["fixed=7", "lr=1e-05", "y=3", "db.port=5", "+new=x y", "~dropped"]
 
 
 def test_overrides_for_a_trial():
@@ -115,10 +113,30 @@ def test_overrides_for_a_trial():
 @pytest.mark.parametrize(
     "value",
     [
-        0, -3, 2.5, 1e-05, -1e-12, 3.0, True, False, None,
-        "plain", "a b", "true", "1", "1.5", "null", "x=y", "a,b", "[1]",
-        "sqlite:////tmp/x y/optuna.db", "it's", "back\\slash", "",
-        [1, "a b", None], {"_target_": "optuna.pruners.MedianPruner", "n": 2},
+        0,
+        -3,
+        2.5,
+        1e-05,
+        -1e-12,
+        3.0,
+        True,
+        False,
+        None,
+        "plain",
+        "a b",
+        "true",
+        "1",
+        "1.5",
+        "null",
+        "x=y",
+        "a,b",
+        "[1]",
+        "sqlite:////tmp/x y/optuna.db",
+        "it's",
+        "back\\slash",
+        "",
+        [1, "a b", None],
+        {"_target_": "optuna.pruners.MedianPruner", "n": 2},
     ],
 )
 def test_format_value_round_trips_through_the_override_grammar(value):
@@ -130,9 +148,7 @@ def test_format_value_round_trips_through_the_override_grammar(value):
 
 
 def test_params_to_overrides_quotes_strings_that_would_change_type():
-    assert params_to_overrides({"a": "1", "b": 1, "c": True, "d": "true"}) == [
-        "a='1'", "b=1", "c=true", "d='true'"
-    ]
+    assert params_to_overrides({"a": "1", "b": 1, "c": True, "d": "true"}) == ["a='1'", "b=1", "c=true", "d='true'"]
 
 
 def test_grid_choices():

@@ -17,7 +17,6 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List
 
 import pytest
 import yaml
@@ -65,9 +64,7 @@ def sweep(tmp_path: Path, *overrides: str, name: str = "sweep", expect_rc: int =
         f"hydra.sweeper.storage={storage_url(tmp_path)}",
         *overrides,
     ]
-    proc = subprocess.run(
-        cmd, cwd=tmp_path, env=child_env(), capture_output=True, text=True, timeout=300
-    )
+    proc = subprocess.run(cmd, cwd=tmp_path, env=child_env(), capture_output=True, text=True, timeout=300)
     if proc.returncode != expect_rc:
         raise AssertionError(
             f"rc={proc.returncode} (expected {expect_rc}) for {shlex.join(cmd)}\n"
@@ -82,7 +79,7 @@ def load(tmp_path: Path, study_name: str = "app-quadratic"):
     return optuna.load_study(study_name=study_name, storage=storage_url(tmp_path))
 
 
-def states(study) -> List[str]:
+def states(study) -> list[str]:
     return [t.state.name for t in study.trials]
 
 
@@ -96,9 +93,7 @@ def test_plugin_import_is_light():
         "import grpo.sweep\n"
         "assert 'optuna' not in sys.modules\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=child_env(), capture_output=True, text=True
-    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=child_env(), capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert not (ROOT / "hydra_plugins" / "__init__.py").exists(), "hydra_plugins must stay a namespace"
 
@@ -218,9 +213,7 @@ def test_trial_reporter_reports_and_prunes(tmp_path):
     pruner = {"_target_": "optuna.pruners.MedianPruner", "n_startup_trials": 1}
 
     def reporter(number: int) -> TrialReporter:
-        node = OmegaConf.create(
-            {"study_name": "unit", "storage": url, "number": number, "pruner": pruner}
-        )
+        node = OmegaConf.create({"study_name": "unit", "storage": url, "number": number, "pruner": pruner})
         rep = TrialReporter.from_config(node)
         assert rep is not None
         return rep
@@ -269,7 +262,11 @@ def test_sweep_end_to_end(tmp_path):
     run_dir = tmp_path / "rerun"
     proc = subprocess.run(
         [sys.executable, *cmd[1:], f"hydra.run.dir={run_dir}"],
-        cwd=tmp_path, env=child_env(), capture_output=True, text=True, timeout=120,
+        cwd=tmp_path,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     overrides = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text())
@@ -337,8 +334,14 @@ def test_nan_and_none_objectives_fail_but_the_sweep_goes_on(tmp_path):
         else:
             assert t.state.name == "COMPLETE"
 
-    sweep(tmp_path, "return_none=true", "hydra.sweeper.max_failure_rate=1.0",
-          "hydra.sweeper.n_trials=1", "hydra.sweeper.study_name=none", name="none")
+    sweep(
+        tmp_path,
+        "return_none=true",
+        "hydra.sweeper.max_failure_rate=1.0",
+        "hydra.sweeper.n_trials=1",
+        "hydra.sweeper.study_name=none",
+        name="none",
+    )
     (t,) = load(tmp_path, "none").trials
     assert t.state.name == "FAIL" and "returned None" in t.user_attrs["fail_reason"]
 
@@ -378,13 +381,17 @@ def test_resume_after_kill(tmp_path, sig, reason):
     re-queues its params and finishes the study without redoing trials 0-2."""
     db = tmp_path / "optuna.db"
     cmd = [
-        sys.executable, str(APP), "+sweep=quadratic", f"hydra.sweep.dir={tmp_path / 'killed'}",
-        f"hydra.sweeper.storage={storage_url(tmp_path)}", "hydra.sweeper.n_trials=6",
-        "hydra.sweeper.pruner.n_startup_trials=100", "sleep=0.5",
+        sys.executable,
+        str(APP),
+        "+sweep=quadratic",
+        f"hydra.sweep.dir={tmp_path / 'killed'}",
+        f"hydra.sweeper.storage={storage_url(tmp_path)}",
+        "hydra.sweeper.n_trials=6",
+        "hydra.sweeper.pruner.n_startup_trials=100",
+        "sleep=0.5",
     ]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=child_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    seen: List[str] = []
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    seen: list[str] = []
     try:
         deadline = time.time() + 120
         while time.time() < deadline and proc.poll() is None:
@@ -408,8 +415,7 @@ def test_resume_after_kill(tmp_path, sig, reason):
     assert seen[:4] == ["COMPLETE"] * 3 + ["RUNNING"], seen
     before = [(t.number, t.params, t.datetime_complete) for t in load(tmp_path).trials[:3]]
 
-    s = sweep(tmp_path, "hydra.sweeper.n_trials=6", "hydra.sweeper.pruner.n_startup_trials=100",
-              name="resumed")
+    s = sweep(tmp_path, "hydra.sweeper.n_trials=6", "hydra.sweeper.pruner.n_startup_trials=100", name="resumed")
     study = load(tmp_path)
     assert [(t.number, t.params, t.datetime_complete) for t in study.trials[:3]] == before
     killed = study.trials[3]
@@ -459,9 +465,7 @@ def test_grid_sampler_walks_the_grid_once(tmp_path):
     )
     study = load(tmp_path)
     assert "grid of 6" in s.output
-    assert sorted((t.params["x"], t.params["y"]) for t in study.trials) == [
-        (x, y) for x in (0, 1) for y in (1, 2, 3)
-    ]
+    assert sorted((t.params["x"], t.params["y"]) for t in study.trials) == [(x, y) for x in (0, 1) for y in (1, 2, 3)]
     assert s.results["best_params"] == {"x": 1, "y": 2} and s.results["best_value"] == 0.0
 
 

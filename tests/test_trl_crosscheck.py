@@ -49,35 +49,71 @@ def _identity(x, *args, **kwargs):
     return x
 
 
-def _trl_loss(loss_type, logp, old, ref, entropy, mask, adv, *, beta, bias_correction, eps_low=0.2,
-              eps_high=0.2, level="token", entropy_coef=0.0, top_entropy_quantile=1.0):
+def _trl_loss(
+    loss_type,
+    logp,
+    old,
+    ref,
+    entropy,
+    mask,
+    adv,
+    *,
+    beta,
+    bias_correction,
+    eps_low=0.2,
+    eps_high=0.2,
+    level="token",
+    entropy_coef=0.0,
+    top_entropy_quantile=1.0,
+):
     accelerator = types.SimpleNamespace(
-        num_processes=1, sync_gradients=True, pad_across_processes=lambda x, **kw: x,
-        gather=_identity, gather_for_metrics=_identity, reduce=_identity,
+        num_processes=1,
+        sync_gradients=True,
+        pad_across_processes=lambda x, **kw: x,
+        gather=_identity,
+        gather_for_metrics=_identity,
+        reduce=_identity,
     )
     args = types.SimpleNamespace(use_bias_correction_kl=bias_correction, delta=None, steps_per_generation=1)
     fake = types.SimpleNamespace(
-        args=args, accelerator=accelerator, model=types.SimpleNamespace(training=True), loss_type=loss_type,
-        beta=beta, epsilon_low=eps_low, epsilon_high=eps_high, importance_sampling_level=level,
-        top_entropy_quantile=top_entropy_quantile, off_policy_mask_threshold=None, use_vllm=False,
-        current_gradient_accumulation_steps=1, max_completion_length=MAX_LEN, aux_loss_enabled=False,
-        entropy_coef=entropy_coef, _entropy_bonus_enabled=entropy_coef != 0.0, use_adaptive_entropy=False,
+        args=args,
+        accelerator=accelerator,
+        model=types.SimpleNamespace(training=True),
+        loss_type=loss_type,
+        beta=beta,
+        epsilon_low=eps_low,
+        epsilon_high=eps_high,
+        importance_sampling_level=level,
+        top_entropy_quantile=top_entropy_quantile,
+        off_policy_mask_threshold=None,
+        use_vllm=False,
+        current_gradient_accumulation_steps=1,
+        max_completion_length=MAX_LEN,
+        aux_loss_enabled=False,
+        entropy_coef=entropy_coef,
+        _entropy_bonus_enabled=entropy_coef != 0.0,
+        use_adaptive_entropy=False,
         _metrics=defaultdict(lambda: defaultdict(list)),
         _get_per_token_logps_and_entropies=lambda *a, **k: (logp, entropy, None),
     )
     fake.get_high_entropy_mask = types.MethodType(grpo_trainer.GRPOTrainer.get_high_entropy_mask, fake)
     inputs = {
-        "prompt_ids": torch.zeros(N, 1, dtype=torch.long), "prompt_mask": torch.ones(N, 1, dtype=torch.long),
-        "completion_ids": torch.zeros(N, T, dtype=torch.long), "completion_mask": mask,
-        "advantages": adv, "old_per_token_logps": old, "ref_per_token_logps": ref,
+        "prompt_ids": torch.zeros(N, 1, dtype=torch.long),
+        "prompt_mask": torch.ones(N, 1, dtype=torch.long),
+        "completion_ids": torch.zeros(N, T, dtype=torch.long),
+        "completion_mask": mask,
+        "advantages": adv,
+        "old_per_token_logps": old,
+        "ref_per_token_logps": ref,
         "num_items_in_batch": mask.sum(),
     }
     loss = grpo_trainer.GRPOTrainer._compute_loss(fake, None, inputs)
     return loss, fake._metrics["train"]
 
 
-def _both(loss_type, seed=0, *, beta, bias_correction, eps_high=0.2, level="token", entropy_coef=0.0,
-          top_entropy_quantile=1.0):
+def _both(
+    loss_type, seed=0, *, beta, bias_correction, eps_high=0.2, level="token", entropy_coef=0.0, top_entropy_quantile=1.0
+):
     """Run TRL and ours on fresh leaves of the same tensors; return losses, metrics/stats, grads."""
     logp, old, ref, entropy, mask, adv = _inputs(seed)
     results = []
@@ -88,15 +124,39 @@ def _both(loss_type, seed=0, *, beta, bias_correction, eps_high=0.2, level="toke
             if top_entropy_quantile < 1.0:
                 weights = top_entropy_token_mask(ent, mask, top_entropy_quantile).float()
             loss, info = policy_loss(
-                lp, old, adv, mask, clip_low=0.2, clip_high=eps_high, ratio_level=level,
-                loss_agg=TRL_TO_AGG[loss_type], max_completion_length=MAX_LEN, ref_logp=ref, kl_beta=beta,
-                kl_estimator="k3", kl_bias_correction=bias_correction, entropy=ent, entropy_coef=entropy_coef,
+                lp,
+                old,
+                adv,
+                mask,
+                clip_low=0.2,
+                clip_high=eps_high,
+                ratio_level=level,
+                loss_agg=TRL_TO_AGG[loss_type],
+                max_completion_length=MAX_LEN,
+                ref_logp=ref,
+                kl_beta=beta,
+                kl_estimator="k3",
+                kl_bias_correction=bias_correction,
+                entropy=ent,
+                entropy_coef=entropy_coef,
                 token_weights=weights,
             )
         else:
-            loss, info = _trl_loss(loss_type, lp, old, ref, ent, mask, adv, beta=beta,
-                                   bias_correction=bias_correction, eps_high=eps_high, level=level,
-                                   entropy_coef=entropy_coef, top_entropy_quantile=top_entropy_quantile)
+            loss, info = _trl_loss(
+                loss_type,
+                lp,
+                old,
+                ref,
+                ent,
+                mask,
+                adv,
+                beta=beta,
+                bias_correction=bias_correction,
+                eps_high=eps_high,
+                level=level,
+                entropy_coef=entropy_coef,
+                top_entropy_quantile=top_entropy_quantile,
+            )
         loss.backward()
         results.append((loss.detach(), info, lp.grad, ent.grad))
     return results
@@ -115,7 +175,7 @@ def test_loss_and_gradient_match_trl(loss_type, bias_correction):
     assert stats["clip_frac/low"].item() == pytest.approx(metrics["clip_ratio/low_mean"][0], abs=1e-6)
     assert stats["clip_frac/high"].item() == pytest.approx(metrics["clip_ratio/high_mean"][0], abs=1e-6)
     assert stats["clip_frac/region"].item() == pytest.approx(metrics["clip_ratio/region_mean"][0], abs=1e-6)
-    assert 0 < stats["clip_frac/low"].item() and 0 < stats["clip_frac/high"].item()  # both clips bind here
+    assert stats["clip_frac/low"].item() > 0 and stats["clip_frac/high"].item() > 0  # both clips bind here
 
 
 def test_clip_higher_matches_trl_dapo():
@@ -128,8 +188,9 @@ def test_clip_higher_matches_trl_dapo():
 def test_sequence_level_gspo_matches_trl(loss_type):
     # TRL computes one ratio per sequence and broadcasts it; our sg form has the same value and gradient.
     # (Not with use_bias_correction_kl: there the ratio's gradient path differs, see policy_loss.)
-    (trl_loss, _, trl_grad, _), (loss, _, grad, _) = _both(loss_type, beta=0.04, bias_correction=False,
-                                                           level="sequence")
+    (trl_loss, _, trl_grad, _), (loss, _, grad, _) = _both(
+        loss_type, beta=0.04, bias_correction=False, level="sequence"
+    )
     torch.testing.assert_close(loss, trl_loss, atol=1e-6, rtol=0)
     torch.testing.assert_close(grad, trl_grad, atol=1e-6, rtol=0)
 

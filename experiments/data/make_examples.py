@@ -25,24 +25,38 @@ SEED = 2024
 # ---------------------------------------------------------------------------- aflow: math / qa / code
 def math_item(rng: random.Random) -> dict:
     a, b = rng.randint(2, 12), rng.randint(2, 12)
-    prompt, answer = rng.choice([
-        (f"What is {a}*{b}?", a * b),
-        (f"What is {a * 3}+{b * 7}?", a * 3 + b * 7),
-        (f"What is {a * b}-{b}?", a * b - b),
-        (f"Half of {2 * a * b}?", a * b),
-        (f"Solve {a}x={a * b}. x=?", b),
-        (f"10% of {10 * (a + b)}?", a + b),
-    ])
+    prompt, answer = rng.choice(
+        [
+            (f"What is {a}*{b}?", a * b),
+            (f"What is {a * 3}+{b * 7}?", a * 3 + b * 7),
+            (f"What is {a * b}-{b}?", a * b - b),
+            (f"Half of {2 * a * b}?", a * b),
+            (f"Solve {a}x={a * b}. x=?", b),
+            (f"10% of {10 * (a + b)}?", a + b),
+        ]
+    )
     return {"prompt": prompt, "answer": str(answer), "domain": "math"}
 
 
 FACTS = [
-    ("Opposite of hot?", "cold"), ("Opposite of up?", "down"), ("Opposite of big?", "small"),
-    ("Opposite of day?", "night"), ("Color of grass?", "green"), ("Color of the sky?", "blue"),
-    ("Color of snow?", "white"), ("Capital of France?", "Paris"), ("Capital of Japan?", "Tokyo"),
-    ("Capital of Italy?", "Rome"), ("Capital of Spain?", "Madrid"), ("Days in a week?", "7"),
-    ("Legs on a spider?", "8"), ("Months in a year?", "12"), ("Planet we live on?", "Earth"),
-    ("Frozen water is?", "ice"), ("Baby cat is a?", "kitten"), ("Baby dog is a?", "puppy"),
+    ("Opposite of hot?", "cold"),
+    ("Opposite of up?", "down"),
+    ("Opposite of big?", "small"),
+    ("Opposite of day?", "night"),
+    ("Color of grass?", "green"),
+    ("Color of the sky?", "blue"),
+    ("Color of snow?", "white"),
+    ("Capital of France?", "Paris"),
+    ("Capital of Japan?", "Tokyo"),
+    ("Capital of Italy?", "Rome"),
+    ("Capital of Spain?", "Madrid"),
+    ("Days in a week?", "7"),
+    ("Legs on a spider?", "8"),
+    ("Months in a year?", "12"),
+    ("Planet we live on?", "Earth"),
+    ("Frozen water is?", "ice"),
+    ("Baby cat is a?", "kitten"),
+    ("Baby dog is a?", "puppy"),
 ]
 
 
@@ -51,8 +65,12 @@ def qa_choice_item(rng: random.Random) -> dict:
     which = rng.choice(["Max", "Min"])
     pick = max(values) if which == "Max" else min(values)
     options = " ".join(f"{letter}){v}" for letter, v in zip("ABCD", values))
-    return {"prompt": f"{which}? {options}", "answer": "ABCD"[values.index(pick)], "domain": "qa",
-            "meta": {"kind": "choice"}}
+    return {
+        "prompt": f"{which}? {options}",
+        "answer": "ABCD"[values.index(pick)],
+        "domain": "qa",
+        "meta": {"kind": "choice"},
+    }
 
 
 def code_items() -> list[dict]:
@@ -71,18 +89,36 @@ def code_items() -> list[dict]:
         ("f(l): last of l", "def f(l): return l[-1]", ["f([1,2])==2", "f([7])==7", "f('ab')=='b'"]),
         ("f(n): n factorial", "def f(n): return 1 if n<2 else n*f(n-1)", ["f(0)==1", "f(3)==6", "f(5)==120"]),
         ("f(l): sorted l", "def f(l): return sorted(l)", ["f([2,1])==[1,2]", "f([])==[]", "f([3,1,2])==[1,2,3]"]),
-        ("f(s): vowels in s", "def f(s): return sum(c in 'aeiou' for c in s)", ["f('abe')==2", "f('xyz')==0", "f('')==0"]),
+        (
+            "f(s): vowels in s",
+            "def f(s): return sum(c in 'aeiou' for c in s)",
+            ["f('abe')==2", "f('xyz')==0", "f('')==0"],
+        ),
         ("f(a,b): a minus b", "def f(a,b): return a-b", ["f(5,3)==2", "f(0,2)==-2", "f(4,4)==0"]),
         ("f(l): length of l", "def f(l): return len(l)", ["f([1,2])==2", "f([])==0", "f([0])==1"]),
         ("f(s): first char", "def f(s): return s[0]", ["f('ab')=='a'", "f('z')=='z'", "f('hi')=='h'"]),
         ("f(l): max of l", "def f(l): return max(l)", ["f([1,5,2])==5", "f([-1])==-1", "f([3,3])==3"]),
     ]
-    items = [{"prompt": p, "answer": a, "domain": "code", "tests": [f"assert {t}" for t in tests]} for p, a, tests in fixed]
+    items = [
+        {"prompt": p, "answer": a, "domain": "code", "tests": [f"assert {t}" for t in tests]} for p, a, tests in fixed
+    ]
     for k in range(2, 9):
-        items.append({"prompt": f"f(x): x plus {k}", "answer": f"def f(x): return x+{k}", "domain": "code",
-                      "tests": [f"assert f(0)=={k}", f"assert f(3)=={3 + k}", f"assert f(-1)=={k - 1}"]})
-        items.append({"prompt": f"f(x): x times {k}", "answer": f"def f(x): return x*{k}", "domain": "code",
-                      "tests": [f"assert f(1)=={k}", f"assert f(0)==0", f"assert f(-2)=={-2 * k}"]})
+        items.append(
+            {
+                "prompt": f"f(x): x plus {k}",
+                "answer": f"def f(x): return x+{k}",
+                "domain": "code",
+                "tests": [f"assert f(0)=={k}", f"assert f(3)=={3 + k}", f"assert f(-1)=={k - 1}"],
+            }
+        )
+        items.append(
+            {
+                "prompt": f"f(x): x times {k}",
+                "answer": f"def f(x): return x*{k}",
+                "domain": "code",
+                "tests": [f"assert f(1)=={k}", "assert f(0)==0", f"assert f(-2)=={-2 * k}"],
+            }
+        )
     return items
 
 
@@ -129,14 +165,18 @@ def lever_item(rng: random.Random, a: int, b: int, with_candidates: bool) -> dic
     if rng.random() < 0.4:  # the correct beam is not always the best-scored one
         rng.shuffle(texts)
     total = sum(raw) * 1.25
-    item["candidates"] = [{"text": t, "score": round(s / total, 4), "correct": int(t == str(answer))} for t, s in zip(texts, raw)]
+    item["candidates"] = [
+        {"text": t, "score": round(s / total, 4), "correct": int(t == str(answer))} for t, s in zip(texts, raw)
+    ]
     return item
 
 
 def lever(rng: random.Random) -> dict[str, list[dict]]:
     pairs = rng.sample([(a, b) for a in range(0, 30) for b in range(0, 30)], 64)
-    return {"candidates": [lever_item(rng, a, b, True) for a, b in pairs[:48]],
-            "val": [lever_item(rng, a, b, False) for a, b in pairs[48:]]}
+    return {
+        "candidates": [lever_item(rng, a, b, True) for a, b in pairs[:48]],
+        "val": [lever_item(rng, a, b, False) for a, b in pairs[48:]],
+    }
 
 
 def write(path: Path, records: list[dict]) -> None:

@@ -30,8 +30,7 @@ def kl_divergence(logp: Tensor, ref_logp: Tensor, estimator: str = "k3") -> Tens
     name = _VERL_ALIASES.get(estimator, estimator)
     if name not in KL_ESTIMATORS:
         raise ValueError(
-            f"unknown KL estimator {estimator!r}; choose one of {KL_ESTIMATORS} "
-            f"or a verl alias {tuple(_VERL_ALIASES)}"
+            f"unknown KL estimator {estimator!r}; choose one of {KL_ESTIMATORS} or a verl alias {tuple(_VERL_ALIASES)}"
         )
     u = logp - ref_logp  # [N, T]
     if name == "abs":

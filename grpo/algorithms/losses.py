@@ -12,7 +12,6 @@ import torch
 from torch import Tensor
 
 from grpo.algorithms.kl import kl_divergence
-
 from grpo.algorithms.names import LOSS_AGG_MODES, RATIO_LEVELS  # noqa: F401  (re-exported)
 
 

@@ -9,7 +9,6 @@ import torch
 from torch import Tensor
 
 from grpo.algorithms.advantages import compute_advantages
-
 from grpo.algorithms.names import AGGREGATION_MODES  # noqa: F401  (re-exported)
 
 

@@ -7,15 +7,15 @@ cannot express. `check` raises the first violation as a `ConfigError`.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable
-
-from grpo.config.errors import ConfigError
-from grpo.config.schema import RunConfig
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from grpo.algorithms.names import ADVANTAGE_ESTIMATORS as ADV_ESTIMATORS
 from grpo.algorithms.names import AGGREGATION_MODES, LOSS_AGG_MODES, RATIO_LEVELS, SCALE_REWARDS
 from grpo.algorithms.names import KL_ESTIMATORS as _KL
 from grpo.algorithms.names import KL_VERL_ALIASES as _VERL_ALIASES
+from grpo.config.errors import ConfigError
+from grpo.config.schema import RunConfig
 from grpo.schedules import LR_DECAYS as LR_SCHEDULERS
 
 KL_ESTIMATORS = (*_KL, *_VERL_ALIASES)
@@ -45,7 +45,9 @@ def _at_least(key: str, value: float, low: float, why: str = "") -> None:
     _require(value is not None and value >= low, key, value, f"must be >= {low}{why}")
 
 
-def check(cfg: RunConfig, *, grpo_steps: int, warmup_steps: int, domains_of: Callable[[str], tuple[str, ...]] | None = None) -> None:
+def check(
+    cfg: RunConfig, *, grpo_steps: int, warmup_steps: int, domains_of: Callable[[str], tuple[str, ...]] | None = None
+) -> None:
     """Raise `ConfigError` for the first rule `cfg` breaks."""
     g, r, s, a, t, tr = cfg.generation, cfg.rollout, cfg.schedule, cfg.algorithm, cfg.task, cfg.trainer
 
@@ -62,7 +64,12 @@ def check(cfg: RunConfig, *, grpo_steps: int, warmup_steps: int, domains_of: Cal
         _at_least("lora.rank", cfg.lora.rank, 1)
         _positive("lora.alpha", cfg.lora.alpha)
         _require(0 <= cfg.lora.dropout < 1, "lora.dropout", cfg.lora.dropout, "must be in [0, 1)")
-        _require(len(cfg.lora.target_modules) > 0, "lora.target_modules", cfg.lora.target_modules, "must name at least one module")
+        _require(
+            len(cfg.lora.target_modules) > 0,
+            "lora.target_modules",
+            cfg.lora.target_modules,
+            "must name at least one module",
+        )
 
     _positive("schedule.rce_lr", s.rce_lr)
     _positive("schedule.grpo_lr", s.grpo_lr)
@@ -73,8 +80,12 @@ def check(cfg: RunConfig, *, grpo_steps: int, warmup_steps: int, domains_of: Cal
     _one_of("schedule.lr_scheduler", s.lr_scheduler, LR_SCHEDULERS)
     _require(0 <= s.min_lr_ratio <= 1, "schedule.min_lr_ratio", s.min_lr_ratio, "must be in [0, 1]")
     if grpo_steps > 0:
-        _require(warmup_steps <= grpo_steps, "schedule.warmup_steps", warmup_steps,
-                 f"warm-up must not be longer than the run ({grpo_steps} GRPO steps)")
+        _require(
+            warmup_steps <= grpo_steps,
+            "schedule.warmup_steps",
+            warmup_steps,
+            f"warm-up must not be longer than the run ({grpo_steps} GRPO steps)",
+        )
     if s.temperature.enabled:
         _at_least("schedule.temperature.initial", s.temperature.initial, 0)
         _at_least("schedule.temperature.final", s.temperature.final, 0)
@@ -98,7 +109,9 @@ def check(cfg: RunConfig, *, grpo_steps: int, warmup_steps: int, domains_of: Cal
     _at_least("algorithm.kl_horizon", a.kl_horizon, 1)
     _at_least("algorithm.max_try_make_batch", a.max_try_make_batch, 1)
     _at_least("algorithm.entropy_coef", a.entropy_coef, 0)
-    _require(0 < a.top_entropy_quantile <= 1, "algorithm.top_entropy_quantile", a.top_entropy_quantile, "must be in (0, 1]")
+    _require(
+        0 < a.top_entropy_quantile <= 1, "algorithm.top_entropy_quantile", a.top_entropy_quantile, "must be in (0, 1]"
+    )
     _one_of("reward.aggregation", cfg.reward.aggregation, AGGREGATION_MODES)
     _one_of("algorithm.rce.candidates", a.rce.candidates, RCE_CANDIDATES)
     _at_least("algorithm.rce.num_candidates", a.rce.num_candidates, 1)
@@ -112,7 +125,11 @@ def check(cfg: RunConfig, *, grpo_steps: int, warmup_steps: int, domains_of: Cal
         try:
             resolve(name, dict(cfg.reward.custom))
         except (ImportError, AttributeError, ValueError) as exc:
-            raise ConfigError(f"reward.custom.{name}", path, f"cannot import it ({type(exc).__name__}: {exc}); write package.module:function") from None
+            raise ConfigError(
+                f"reward.custom.{name}",
+                path,
+                f"cannot import it ({type(exc).__name__}: {exc}); write package.module:function",
+            ) from None
     for name in cfg.reward.weights:
         _one_of(f"reward.weights.{name}", name, (*COMPONENTS, *cfg.reward.custom))
     _check_reward_extras(cfg)
@@ -130,14 +147,23 @@ def check(cfg: RunConfig, *, grpo_steps: int, warmup_steps: int, domains_of: Cal
         load_candidates(t.candidates_path)
     if t.domain_ratios:
         total = sum(t.domain_ratios.values())
-        _require(abs(total - 1.0) < 1e-6, "task.domain_ratios", dict(t.domain_ratios), f"must sum to 1 (they sum to {total:g})")
+        _require(
+            abs(total - 1.0) < 1e-6,
+            "task.domain_ratios",
+            dict(t.domain_ratios),
+            f"must sum to 1 (they sum to {total:g})",
+        )
         for name, share in t.domain_ratios.items():
             _require(share >= 0, f"task.domain_ratios.{name}", share, "must be >= 0")
         if domains_of is not None or jsonl_domains is not None:
             known = jsonl_domains if jsonl_domains is not None else domains_of(t.name)
             for name in t.domain_ratios:
-                _require(name in known, f"task.domain_ratios.{name}", t.domain_ratios[name],
-                         f"task '{t.name}' has no domain '{name}' (its domains: {', '.join(known)})")
+                _require(
+                    name in known,
+                    f"task.domain_ratios.{name}",
+                    t.domain_ratios[name],
+                    f"task '{t.name}' has no domain '{name}' (its domains: {', '.join(known)})",
+                )
 
     if tr.max_steps is None:
         _require(s.grpo_epochs is not None, "trainer.max_steps", None, "set trainer.max_steps or schedule.grpo_epochs")
@@ -158,12 +184,20 @@ def check(cfg: RunConfig, *, grpo_steps: int, warmup_steps: int, domains_of: Cal
 
     _at_least("eval.eval_every", cfg.eval.eval_every, 0)
     _at_least("eval.num_samples", cfg.eval.num_samples, 1)
-    _require(cfg.eval.num_samples <= t.val_size, "eval.num_samples", cfg.eval.num_samples,
-             f"must be <= task.val_size ({t.val_size}), the held-out prompts there are")
+    _require(
+        cfg.eval.num_samples <= t.val_size,
+        "eval.num_samples",
+        cfg.eval.num_samples,
+        f"must be <= task.val_size ({t.val_size}), the held-out prompts there are",
+    )
     _at_least("eval.batch_size", cfg.eval.batch_size, 1)
     _at_least("eval.generation.n", cfg.eval.generation.n, 1)
-    _require(cfg.eval.generation.n == 1 or not cfg.eval.generation.greedy, "eval.generation.n", cfg.eval.generation.n,
-             "greedy decoding gives n identical samples; set eval.generation.greedy=false for n > 1")
+    _require(
+        cfg.eval.generation.n == 1 or not cfg.eval.generation.greedy,
+        "eval.generation.n",
+        cfg.eval.generation.n,
+        "greedy decoding gives n identical samples; set eval.generation.greedy=false for n > 1",
+    )
 
     _one_of("logger.backend", cfg.logger.backend, LOGGER_BACKENDS)
     _at_least("logger.log_every", cfg.logger.log_every, 1)
@@ -173,9 +207,15 @@ def check(cfg: RunConfig, *, grpo_steps: int, warmup_steps: int, domains_of: Cal
 def _check_reward_extras(cfg: RunConfig) -> None:
     """Tiered and code-execution settings, and what the Lever / offline-candidate options need."""
     r, rce, t = cfg.reward, cfg.algorithm.rce, cfg.task
-    _require(len(r.tiers) == 5, "reward.tiers", list(r.tiers), "must list 5 values: tier 5 (perfect) down to tier 1 (wrong)")
-    _require(all(math.isfinite(v) for v in r.tiers) and all(a >= b for a, b in zip(r.tiers, r.tiers[1:])),
-             "reward.tiers", list(r.tiers), "must be finite and descending (perfect first)")
+    _require(
+        len(r.tiers) == 5, "reward.tiers", list(r.tiers), "must list 5 values: tier 5 (perfect) down to tier 1 (wrong)"
+    )
+    _require(
+        all(math.isfinite(v) for v in r.tiers) and all(a >= b for a, b in zip(r.tiers, r.tiers[1:])),
+        "reward.tiers",
+        list(r.tiers),
+        "must be finite and descending (perfect first)",
+    )
     _at_least("reward.near_tolerance", r.near_tolerance, 0)
     rules = getattr(r, "tier_rules", None)  # the tiered rules, once the schema has the field
     if rules is not None:
@@ -189,13 +229,25 @@ def _check_reward_extras(cfg: RunConfig) -> None:
     _at_least("reward.execution_workers", r.execution_workers, 1)
     _one_of("reward.quality_source", r.quality_source, QUALITY_SOURCES)
     if r.type == "lever" and r.quality_source == "file":
-        _require(t.candidates_path is not None, "reward.quality_source", "file",
-                 "quality from the file needs task.candidates_path (the offline candidates with their scores)")
+        _require(
+            t.candidates_path is not None,
+            "reward.quality_source",
+            "file",
+            "quality from the file needs task.candidates_path (the offline candidates with their scores)",
+        )
     if r.type == "weighted" and "beam_score" in r.weights:
-        _require(t.candidates_path is not None, "reward.weights.beam_score", r.weights["beam_score"],
-                 "the candidates' scores need task.candidates_path (the offline candidates file)")
+        _require(
+            t.candidates_path is not None,
+            "reward.weights.beam_score",
+            r.weights["beam_score"],
+            "the candidates' scores need task.candidates_path (the offline candidates file)",
+        )
     if rce.candidates == "file":
         _require(t.candidates_path is not None, "algorithm.rce.candidates", "file", "needs task.candidates_path")
     if rce.drop_incorrect_below is not None:
-        _require(r.type in ("lever", "tiered") or "correctness" in r.weights, "algorithm.rce.drop_incorrect_below",
-                 rce.drop_incorrect_below, "needs a 'correctness' reward (reward.type lever or tiered, or reward.weights.correctness)")
+        _require(
+            r.type in ("lever", "tiered") or "correctness" in r.weights,
+            "algorithm.rce.drop_incorrect_below",
+            rce.drop_incorrect_below,
+            "needs a 'correctness' reward (reward.type lever or tiered, or reward.weights.correctness)",
+        )

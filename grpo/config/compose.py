@@ -7,9 +7,9 @@ composition means the same thing everywhere.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -27,7 +27,7 @@ def register() -> None:
         OmegaConf.register_new_resolver("abspath", lambda p: os.path.abspath(p))
 
 
-def tag_from_choices(choices: dict) -> Optional[str]:
+def tag_from_choices(choices: dict) -> str | None:
     for group in TAG_GROUPS:
         if choices.get(group):
             return str(choices[group])

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Optional
 
 from grpo.config.schema import RunConfig
 from grpo.schedules import warmup_steps_from_ratio
@@ -28,16 +27,21 @@ class Derived:
     rce_warmup_steps: int
     warmup_steps: int  # GRPO stage
     total_samples: int  # GRPO completions: steps x prompts per step x group size
-    lora_scaling: Optional[float]  # alpha / rank
+    lora_scaling: float | None  # alpha / rank
     run_name: str
 
     def as_params(self) -> dict[str, object]:
         return {f"derived.{k}": v for k, v in asdict(self).items()}
 
 
-def generate_run_name(cfg: RunConfig, grpo_steps: int, rce_steps: int, tag: Optional[str]) -> str:
+def generate_run_name(cfg: RunConfig, grpo_steps: int, rce_steps: int, tag: str | None) -> str:
     """Seed 000/001's naming, generated: grpo-500steps-4batch-6samples[-rce64][-tag]."""
-    parts = [cfg.algorithm.name, f"{grpo_steps}steps", f"{cfg.rollout.batch_size}batch", f"{cfg.rollout.group_size}samples"]
+    parts = [
+        cfg.algorithm.name,
+        f"{grpo_steps}steps",
+        f"{cfg.rollout.batch_size}batch",
+        f"{cfg.rollout.group_size}samples",
+    ]
     if rce_steps:
         parts.append(f"rce{rce_steps}")
     if tag:
@@ -45,7 +49,7 @@ def generate_run_name(cfg: RunConfig, grpo_steps: int, rce_steps: int, tag: Opti
     return "-".join(parts)
 
 
-def derive(cfg: RunConfig, tag: Optional[str] = None) -> Derived:
+def derive(cfg: RunConfig, tag: str | None = None) -> Derived:
     steps_per_epoch = max(1, math.ceil(cfg.task.train_size / cfg.rollout.batch_size))
     s = cfg.schedule
     rce_steps = s.rce_steps if s.rce_steps is not None else epochs_to_steps(s.rce_epochs, steps_per_epoch)

@@ -58,7 +58,8 @@ def explain(exc: BaseException) -> str:
             parent = key.rsplit(".", 1)[0] if "." in key else ""
             allowed = _allowed_keys(parent)
             if not allowed and parent:  # a mapping (weights, domain_ratios): new keys need Hydra's '+'
-                return f"'{parent}' has no key '{key.rsplit('.', 1)[-1]}': add a new key to a mapping with a leading '+' (+{key}=VALUE)"
+                name = key.rsplit(".", 1)[-1]
+                return f"'{parent}' has no key '{name}': add a new key to a mapping with a leading '+' (+{key}=VALUE)"
             hint = f" ({parent or 'the root config'} has: {', '.join(allowed)})" if allowed else ""
             return f"unknown key '{key}'{hint}: check the spelling, or see conf/ for the keys of each group"
         if isinstance(cause, ValidationError) and getattr(cause, "full_key", None):

@@ -10,8 +10,7 @@ a wrong type fails at compose time. Range rules live in `checks.py`; derived val
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
-
+from typing import Any
 
 
 @dataclass
@@ -31,9 +30,9 @@ class TinyArchConfig:
 class ModelConfig:
     name: str = "tiny"  # a label for run names and tags
     # Hub id or local directory. None builds the tiny model from `tiny` below.
-    name_or_path: Optional[str] = None
+    name_or_path: str | None = None
     tiny: TinyArchConfig = field(default_factory=TinyArchConfig)
-    size: Optional[str] = None  # informational (seed 002's "3B"/"7B")
+    size: str | None = None  # informational (seed 002's "3B"/"7B")
     bf16: bool = False  # load weights in bfloat16
     gradient_checkpointing: bool = False
     trust_remote_code: bool = False
@@ -46,7 +45,7 @@ class LoraConfig:
     rank: int = 8
     alpha: float = 16.0  # scaling = alpha / rank is derived and printed
     dropout: float = 0.05
-    target_modules: List[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
 
 
 @dataclass
@@ -72,17 +71,17 @@ class RewardConfig:
     type: str = "weighted"  # weighted | lever | tiered
     # How components combine: weighted sum of raw values, or each normalised within its group first (GDPO).
     aggregation: str = "sum_then_normalize"  # sum_then_normalize | normalize_then_sum
-    weights: Dict[str, float] = field(default_factory=lambda: {"correctness": 1.0})
+    weights: dict[str, float] = field(default_factory=lambda: {"correctness": 1.0})
     # Your own reward functions (TRL's contract): name -> "package.module:function"; weight them in `weights`.
-    custom: Dict[str, str] = field(default_factory=dict)
+    custom: dict[str, str] = field(default_factory=dict)
     alpha: float = 0.0  # Lever: weight of quality (REWARD_ALPHA)
     beta: float = 1.0  # Lever: weight of correctness (REWARD_BETA)
     # Lever's quality: "policy" = exp(mean token log-prob); "file" = the candidate's score in the data.
     quality_source: str = "policy"
     numeric_tolerance: float = 0.0  # |pred - gold| <= tol counts as correct for numeric answers
-    tiers: List[float] = field(default_factory=lambda: [1.0, 0.7, 0.4, 0.2, 0.0])  # perfect .. wrong
+    tiers: list[float] = field(default_factory=lambda: [1.0, 0.7, 0.4, 0.2, 0.0])  # perfect .. wrong
     near_tolerance: float = 0.1  # tiered: relative error that still counts as near-correct
-    tier_rules: List[str] = field(default_factory=lambda: ["exact", "near", "partial", "attempt"])  # tiers 5..2
+    tier_rules: list[str] = field(default_factory=lambda: ["exact", "near", "partial", "attempt"])  # tiers 5..2
     partial_overlap: float = 0.5  # tiered "partial": token F1 with the gold answer at least this
     code_near_fraction: float = 0.5  # tiered "near" for code items: share of tests passed at least this
     execution_timeout: float = 10.0  # seconds per code execution (the seeds' AFlow used 180)
@@ -103,12 +102,12 @@ class TemperatureScheduleConfig:
 @dataclass
 class ScheduleConfig:
     rce_epochs: float = 1.0  # passes over the train split in the RCE stage; 0 skips RCE
-    rce_steps: Optional[int] = None  # if set, overrides rce_epochs
-    grpo_epochs: Optional[float] = None  # used when trainer.max_steps is null
+    rce_steps: int | None = None  # if set, overrides rce_epochs
+    grpo_epochs: float | None = None  # used when trainer.max_steps is null
     rce_lr: float = 1.0e-4
     grpo_lr: float = 1.0e-5
     warmup_ratio: float = 0.0  # share of each stage's steps spent warming up the LR
-    warmup_steps: Optional[int] = None  # explicit warm-up for the GRPO stage; null: from the ratio
+    warmup_steps: int | None = None  # explicit warm-up for the GRPO stage; null: from the ratio
     lr_scheduler: str = "cosine"  # constant | linear | cosine (after warm-up)
     min_lr_ratio: float = 0.0
     temperature: TemperatureScheduleConfig = field(default_factory=TemperatureScheduleConfig)
@@ -120,7 +119,7 @@ class RceConfig:
 
     candidates: str = "policy"  # policy: sampled | task: the task's answer space | file: task.candidates_path
     # Seed 004: drop candidates that are wrong and whose quality score is below this (null: keep all).
-    drop_incorrect_below: Optional[float] = None
+    drop_incorrect_below: float | None = None
     num_candidates: int = 4  # per prompt when sampling from the policy
     tau: float = 1.0  # weights = softmax(reward / tau) within each prompt's candidates
     length_normalize: bool = True
@@ -137,11 +136,13 @@ class AlgorithmConfig:
     adv_eps: float = 1.0e-4
     # surrogate
     clip_range: float = 0.2  # epsilon (low)
-    clip_range_high: Optional[float] = None  # DAPO clip-higher; null: = clip_range
-    dual_clip: Optional[float] = None  # c > 1 bounds the loss of negative-advantage tokens (verl clip_ratio_c)
+    clip_range_high: float | None = None  # DAPO clip-higher; null: = clip_range
+    dual_clip: float | None = None  # c > 1 bounds the loss of negative-advantage tokens (verl clip_ratio_c)
     num_iterations: int = 1  # PPO epochs over one rollout batch (mu); old log-probs kept from the rollout
     ratio_level: str = "token"  # token | sequence (GSPO)
-    loss_agg: str = "seq-mean-token-mean"  # token-mean | seq-mean-token-mean | seq-mean-token-sum | seq-mean-token-sum-norm
+    loss_agg: str = (
+        "seq-mean-token-mean"  # token-mean | seq-mean-token-mean | seq-mean-token-sum | seq-mean-token-sum-norm
+    )
     # KL to the reference
     use_kl_loss: bool = True  # true: a loss term; false: a penalty subtracted from the reward
     kl_beta: float = 0.04  # 0 skips the reference forward entirely
@@ -153,8 +154,8 @@ class AlgorithmConfig:
     # sampling and filters
     mask_truncated: bool = False  # completions without EOS contribute no loss (DAPO overlong filtering)
     dynamic_sampling: bool = False  # drop groups with equal rewards and refill (DAPO; EasyR1 online_filtering)
-    filter_low: Optional[float] = None  # also drop groups whose mean reward is <= this
-    filter_high: Optional[float] = None  # ... or >= this
+    filter_low: float | None = None  # also drop groups whose mean reward is <= this
+    filter_high: float | None = None  # ... or >= this
     max_try_make_batch: int = 20  # refill attempts before training on what was kept
     entropy_coef: float = 0.0  # entropy bonus
     top_entropy_quantile: float = 1.0  # train only on this fraction of highest-entropy tokens (1.0: all)
@@ -169,39 +170,39 @@ class TaskConfig:
     seed: int = 1234  # data seed: the splits depend on it only
     max_number: int = 99
     # Sampling share of each domain in a training batch; empty: the task's domains equally.
-    domain_ratios: Dict[str, float] = field(default_factory=dict)
+    domain_ratios: dict[str, float] = field(default_factory=dict)
     # jsonl task: records {prompt, answer, domain, tests?, meta?}. Validation comes from val_path,
     # or a seeded val_fraction of the train file when val_path is null.
-    train_path: Optional[str] = None
-    val_path: Optional[str] = None
-    test_path: Optional[str] = None
+    train_path: str | None = None
+    val_path: str | None = None
+    test_path: str | None = None
     val_fraction: float = 0.1
     # Offline RCE / GRPO candidates: records {prompt, answer?, candidates: [{text, score, correct}]}.
-    candidates_path: Optional[str] = None
+    candidates_path: str | None = None
 
 
 @dataclass
 class OptimConfig:
     name: str = "adamw"
     weight_decay: float = 0.0
-    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
 
 
 @dataclass
 class TrainerConfig:
-    max_steps: Optional[int] = 10  # GRPO optimizer steps; null: from schedule.grpo_epochs
+    max_steps: int | None = 10  # GRPO optimizer steps; null: from schedule.grpo_epochs
     gradient_accumulation_steps: int = 1
     max_grad_norm: float = 1.0
     optim: OptimConfig = field(default_factory=OptimConfig)
     save_every: int = 0  # GRPO steps between checkpoints; 0: only the final one (and the end of RCE)
-    save_limit: Optional[int] = None  # keep the newest N checkpoints (plus the best); null keeps all
+    save_limit: int | None = None  # keep the newest N checkpoints (plus the best); null keeps all
     # auto: continue from the latest good checkpoint in the output dir; never; or a checkpoint path.
     resume: str = "auto"
     max_bad_steps: int = 3  # non-finite losses/gradients in a row before the run stops
-    output_dir: Optional[str] = None  # null: the Hydra run directory
+    output_dir: str | None = None  # null: the Hydra run directory
     device: str = "auto"  # auto | cpu | cuda | cuda:0 ...
     mixed_precision: str = "no"  # no | bf16 | fp16 (through accelerate)
-    threads: Optional[int] = None  # torch intra-op threads; null leaves torch's default
+    threads: int | None = None  # torch intra-op threads; null leaves torch's default
 
 
 @dataclass
@@ -217,7 +218,7 @@ class EvalGenerationConfig:
 @dataclass
 class EarlyStoppingConfig:
     enabled: bool = False
-    metric: Optional[str] = None  # null: the run's optimized_metric
+    metric: str | None = None  # null: the run's optimized_metric
     mode: str = "max"  # max | min
     patience: int = 3  # validations without improvement before stopping
     min_delta: float = 0.0  # an improvement must beat the best by more than this
@@ -239,11 +240,11 @@ class LoggerConfig:
     backend: str = "mlflow"  # mlflow | none
     tracking_uri: str = "sqlite:///outputs/mlflow.db"
     experiment: str = "grpo-suite"  # the seeds' wandb project
-    run_name: Optional[str] = None  # null: generated from the key settings
+    run_name: str | None = None  # null: generated from the key settings
     log_every: int = 1
     log_completions: int = 8  # sample completions per logged step (table artifact)
-    parent_run_id: Optional[str] = None  # set by sweepers: nests this run under the sweep
-    tags: Dict[str, str] = field(default_factory=dict)
+    parent_run_id: str | None = None  # set by sweepers: nests this run under the sweep
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -267,9 +268,9 @@ class RunConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
     seed: int = 42
     optimized_metric: str = "val/accuracy"  # what grpo.run returns to a sweeper
-    run_tag: Optional[str] = None  # last part of the generated run name (preset/experiment)
+    run_tag: str | None = None  # last part of the generated run name (preset/experiment)
     # Free-form: set by the Optuna sweeper for pruning (see grpo/sweep/trial.py).
-    optuna_trial: Optional[Any] = None
+    optuna_trial: Any | None = None
 
 
 def register_schema() -> None:

@@ -31,12 +31,20 @@ def _load_pretrained(cfg: ModelConfig):
     kwargs = dict(trust_remote_code=cfg.trust_remote_code, local_files_only=True)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16 if cfg.bf16 else torch.float32, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=torch.bfloat16 if cfg.bf16 else torch.float32, **kwargs
+        )
     except (OSError, ValueError) as exc:
-        where = "that directory holds no loadable model" if local else "no local copy of that hub id is cached and nothing is downloaded at run time"
+        where = (
+            "that directory holds no loadable model"
+            if local
+            else "no local copy of that hub id is cached and nothing is downloaded at run time"
+        )
         raise ConfigError(
-            "model.name_or_path", path,
-            f"{where}; put the weights in a directory (e.g. `huggingface-cli download {path} --local-dir DIR` on a machine with network) "
+            "model.name_or_path",
+            path,
+            f"{where}; put the weights in a directory "
+            f"(e.g. `huggingface-cli download {path} --local-dir DIR` on a machine with network) "
             f"and pass model.name_or_path=DIR ({type(exc).__name__})",
         ) from exc
     if tokenizer.pad_token is None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from typing import Callable, ContextManager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 import torch
 from transformers import PreTrainedModel
@@ -22,13 +23,22 @@ def apply_lora(model: PreTrainedModel, cfg: LoraConfig) -> torch.nn.Module:
     names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
     missing = [m for m in cfg.target_modules if m not in names]
     if missing:
-        raise ConfigError("lora.target_modules", list(cfg.target_modules), f"the model has no module named {', '.join(missing)}")
-    peft_cfg = PeftLoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
-                              target_modules=list(cfg.target_modules), task_type="CAUSAL_LM")
+        raise ConfigError(
+            "lora.target_modules", list(cfg.target_modules), f"the model has no module named {', '.join(missing)}"
+        )
+    peft_cfg = PeftLoraConfig(
+        r=cfg.rank,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        target_modules=list(cfg.target_modules),
+        task_type="CAUSAL_LM",
+    )
     return get_peft_model(model, peft_cfg)
 
 
-def reference_context(policy: torch.nn.Module, lora_enabled: bool, need_reference: bool) -> Callable[[], ContextManager[torch.nn.Module]]:
+def reference_context(
+    policy: torch.nn.Module, lora_enabled: bool, need_reference: bool
+) -> Callable[[], AbstractContextManager[torch.nn.Module]]:
     """A factory of contexts that yield the reference model for the KL term.
 
     With LoRA it is the policy itself with the adapter disabled (no second copy). For full
@@ -50,6 +60,7 @@ def reference_context(policy: torch.nn.Module, lora_enabled: bool, need_referenc
             finally:
                 for layer in layers:
                     layer.enable_adapters(True)
+
         return disabled_adapter
     frozen = None
     if need_reference:
@@ -58,4 +69,5 @@ def reference_context(policy: torch.nn.Module, lora_enabled: bool, need_referenc
     @contextlib.contextmanager
     def frozen_copy():
         yield frozen
+
     return frozen_copy

@@ -14,8 +14,8 @@ from __future__ import annotations
 import re
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Optional, Sequence
 
 from grpo.rewards.sandbox import ExecResult, Limits, run_program
 
@@ -53,21 +53,42 @@ def run_many(programs: Sequence[str], tests: Sequence[Sequence[str]], limits: Li
         return [fresh[k] if k in fresh else _cache[k] for k in keys]
 
 
-def execute(completions: Sequence[str], tests: Sequence[Optional[Sequence[str]]], *, execution_timeout: float = 10.0,
-            execution_memory_mb: int = 512, execution_workers: int = 2) -> list[Optional[ExecResult]]:
+def execute(
+    completions: Sequence[str],
+    tests: Sequence[Sequence[str] | None],
+    *,
+    execution_timeout: float = 10.0,
+    execution_memory_mb: int = 512,
+    execution_workers: int = 2,
+) -> list[ExecResult | None]:
     """Run every completion that has tests; None for rows without tests."""
     rows = [i for i, t in enumerate(tests) if t]
     limits = Limits(timeout=float(execution_timeout), memory_mb=int(execution_memory_mb))
-    results = run_many([extract_program(completions[i]) for i in rows], [list(tests[i]) for i in rows], limits, execution_workers)
-    out: list[Optional[ExecResult]] = [None] * len(completions)
+    results = run_many(
+        [extract_program(completions[i]) for i in rows], [list(tests[i]) for i in rows], limits, execution_workers
+    )
+    out: list[ExecResult | None] = [None] * len(completions)
     for i, result in zip(rows, results):
         out[i] = result
     return out
 
 
-def code_exec(prompts, completions, *, tests, execution_timeout: float = 10.0, execution_memory_mb: int = 512,
-              execution_workers: int = 2, **_) -> list[float]:
+def code_exec(
+    prompts,
+    completions,
+    *,
+    tests,
+    execution_timeout: float = 10.0,
+    execution_memory_mb: int = 512,
+    execution_workers: int = 2,
+    **_,
+) -> list[float]:
     """Share of the item's tests the completion's program passes; 0 for items without tests."""
-    results = execute(completions, tests, execution_timeout=execution_timeout, execution_memory_mb=execution_memory_mb,
-                      execution_workers=execution_workers)
+    results = execute(
+        completions,
+        tests,
+        execution_timeout=execution_timeout,
+        execution_memory_mb=execution_memory_mb,
+        execution_workers=execution_workers,
+    )
     return [r.pass_fraction if r is not None else 0.0 for r in results]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import ast
 import math
 import re
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from grpo.rewards.code_exec import code_exec, execute
 from grpo.rewards.tiered import tiered
@@ -22,13 +22,13 @@ from grpo.rewards.tiered import tiered
 RewardFn = Callable[..., list[float]]
 
 
-def parse_answer(completion: str, pattern: str) -> Optional[str]:
+def parse_answer(completion: str, pattern: str) -> str | None:
     """The first well-formed answer in the completion, or None."""
     match = re.search(pattern, completion)
     return match.group(0) if match else None
 
 
-def _matches(pred: Optional[str], gold: str, tolerance: float) -> bool:
+def _matches(pred: str | None, gold: str, tolerance: float) -> bool:
     if pred is None:
         return False
     if pred.strip() == gold.strip():
@@ -49,7 +49,7 @@ _CHOICE_PATTERNS = (
 )
 
 
-def choice_letter(completion: str) -> Optional[str]:
+def choice_letter(completion: str) -> str | None:
     """The multiple-choice letter (A-E) a completion picks, or None."""
     for pattern in _CHOICE_PATTERNS:
         match = pattern.search(completion)
@@ -58,45 +58,64 @@ def choice_letter(completion: str) -> Optional[str]:
     return None
 
 
-def gold_choice(gold: str) -> Optional[str]:
+def gold_choice(gold: str) -> str | None:
     """The letter when the gold answer is a choice letter ("B", "(B)", "B."), else None."""
     match = _CHOICE_GOLD.fullmatch(gold.strip())
     return match.group(1) if match else None
 
 
-def predicted_answer(completion: str, gold: str, pattern: str) -> Optional[str]:
+def predicted_answer(completion: str, gold: str, pattern: str) -> str | None:
     """The answer a completion gives: a choice letter for choice items, else the first match of `pattern`."""
     return choice_letter(completion) if gold_choice(gold) else parse_answer(completion, pattern)
 
 
-def is_correct(pred: Optional[str], gold: str, tolerance: float) -> bool:
+def is_correct(pred: str | None, gold: str, tolerance: float) -> bool:
     letter = gold_choice(gold)
     return pred == letter if letter else _matches(pred, gold, tolerance)
 
 
-def correctness(prompts, completions, *, answer, answer_pattern, numeric_tolerance: float = 0.0, candidate_correct=None,
-                **_) -> list[float]:
+def correctness(
+    prompts, completions, *, answer, answer_pattern, numeric_tolerance: float = 0.0, candidate_correct=None, **_
+) -> list[float]:
     """1 when the completion's answer equals the gold answer: exact text, numbers within tolerance, or the
     same choice letter (A-E) when the gold answer is one. A completion that is one of an offline
     candidates file's candidates takes the file's verdict (seed 004: correctness is a label of the beam)."""
     labels = candidate_correct if candidate_correct is not None else [None] * len(completions)
-    return [float(label) if label is not None else float(is_correct(predicted_answer(c, a, p), a, numeric_tolerance))
-            for c, a, p, label in zip(completions, answer, answer_pattern, labels)]
+    return [
+        float(label) if label is not None else float(is_correct(predicted_answer(c, a, p), a, numeric_tolerance))
+        for c, a, p, label in zip(completions, answer, answer_pattern, labels)
+    ]
 
 
-def solved(prompts, completions, *, tests=None, execution_timeout: float = 10.0, execution_memory_mb: int = 512,
-           execution_workers: int = 2, **columns) -> list[float]:
+def solved(
+    prompts,
+    completions,
+    *,
+    tests=None,
+    execution_timeout: float = 10.0,
+    execution_memory_mb: int = 512,
+    execution_workers: int = 2,
+    **columns,
+) -> list[float]:
     """Accuracy of any item: 1 when every test passes for items with tests, else `correctness`."""
     tests = tests if tests is not None else [None] * len(completions)
-    results = execute(completions, tests, execution_timeout=execution_timeout, execution_memory_mb=execution_memory_mb,
-                      execution_workers=execution_workers)
+    results = execute(
+        completions,
+        tests,
+        execution_timeout=execution_timeout,
+        execution_memory_mb=execution_memory_mb,
+        execution_workers=execution_workers,
+    )
     answers = correctness(prompts, completions, **columns)
     return [float(r.pass_fraction == 1.0) if r is not None else a for r, a in zip(results, answers)]
 
 
 def format_reward(prompts, completions, *, answer_pattern, truncated, **_) -> list[float]:
     """1 when the whole completion is one well-formed answer and it ended (EOS) on its own."""
-    return [float(not t and re.fullmatch(p, c.strip()) is not None) for c, p, t in zip(completions, answer_pattern, truncated)]
+    return [
+        float(not t and re.fullmatch(p, c.strip()) is not None)
+        for c, p, t in zip(completions, answer_pattern, truncated)
+    ]
 
 
 def efficiency(prompts, completions, *, completion_length, max_new_tokens, **_) -> list[float]:

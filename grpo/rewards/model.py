@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 
@@ -21,13 +20,16 @@ class Scores:
     components: dict[str, torch.Tensor]  # name -> [N], raw (unweighted)
     errors: int  # completions whose reward raised (scored 0)
 
-    def select(self, rows: torch.Tensor) -> "Scores":
+    def select(self, rows: torch.Tensor) -> Scores:
         return Scores(self.total[rows], {k: v[rows] for k, v in self.components.items()}, self.errors)
 
     @staticmethod
-    def concat(parts: list["Scores"]) -> "Scores":
-        return Scores(torch.cat([p.total for p in parts]), {k: torch.cat([p.components[k] for p in parts]) for k in parts[0].components},
-                      sum(p.errors for p in parts))
+    def concat(parts: list[Scores]) -> Scores:
+        return Scores(
+            torch.cat([p.total for p in parts]),
+            {k: torch.cat([p.components[k] for p in parts]) for k in parts[0].components},
+            sum(p.errors for p in parts),
+        )
 
 
 class RewardModel:
@@ -77,11 +79,16 @@ class RewardModel:
                     key = f"{name}:{type(exc).__name__}"
                     if key not in self.errors_seen:
                         self.errors_seen.add(key)
-                        log.warning("reward '%s' raised %s: %s (scored 0; further errors of this kind are counted, not printed)",
-                                    name, type(exc).__name__, exc)
+                        log.warning(
+                            "reward '%s' raised %s: %s "
+                            "(scored 0; further errors of this kind are counted, not printed)",
+                            name,
+                            type(exc).__name__,
+                            exc,
+                        )
             return values, errors
 
-    def __call__(self, prompts: list[str], completions: list[str], group_size: Optional[int] = None, **columns) -> Scores:
+    def __call__(self, prompts: list[str], completions: list[str], group_size: int | None = None, **columns) -> Scores:
         components, errors = {}, 0
         for name in self.weights:
             values, n_err = self._run(name, prompts, completions, columns)

@@ -42,8 +42,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class ExecResult:
 
 # Runs inside the child, as its first code: read the job, limit itself, install the audit hook,
 # then run the program once per test in a fresh namespace. Must run on Python >= 3.8.
-RUNNER = r'''
+RUNNER = r"""
 import ast, builtins, json, os, resource, sys
 
 def _main():
@@ -112,7 +112,9 @@ def _main():
     def hook(event, args):
         if event == "open":
             path, mode, flags = (tuple(args) + (None, None, None))[:3]
-            writing = (isinstance(flags, int) and flags & write_flags) or (isinstance(mode, str) and any(c in mode for c in "wax+"))
+            writing = (isinstance(flags, int) and flags & write_flags) or (
+                isinstance(mode, str) and any(c in mode for c in "wax+")
+            )
             if path is not None and writing and not inside(path):
                 raise PermissionError("sandbox: writing outside the working directory is not allowed")
         elif event in path_events:
@@ -160,13 +162,13 @@ def _main():
 _main()
 sys.stdout.flush()
 os._exit(0)
-'''
+"""
 
 
 # ---------------------------------------------------------------------------- the interpreter
 _probe_lock = threading.Lock()
 _warned: set[str] = set()
-_isolation: Optional[tuple[str, bool]] = None  # (interpreter, drop privileges)
+_isolation: tuple[str, bool] | None = None  # (interpreter, drop privileges)
 
 
 def _world_executable(path: str) -> bool:
@@ -186,12 +188,18 @@ def _world_executable(path: str) -> bool:
         return False
 
 
-def _probe(interpreter: str, uid: Optional[int]) -> bool:
+def _probe(interpreter: str, uid: int | None) -> bool:
     """The interpreter starts (as `uid`) and has audit hooks (Python >= 3.8)."""
     ids = {} if uid is None else {"user": uid, "group": uid, "extra_groups": []}
     try:
-        out = subprocess.run([interpreter, "-I", "-c", "import sys; sys.exit(0 if sys.version_info >= (3, 8) else 1)"],
-                             env={"PATH": "/usr/bin:/bin"}, cwd="/", timeout=30, capture_output=True, **ids)
+        out = subprocess.run(
+            [interpreter, "-I", "-c", "import sys; sys.exit(0 if sys.version_info >= (3, 8) else 1)"],
+            env={"PATH": "/usr/bin:/bin"},
+            cwd="/",
+            timeout=30,
+            capture_output=True,
+            **ids,
+        )
         return out.returncode == 0
     except (OSError, subprocess.SubprocessError):
         return False
@@ -211,10 +219,14 @@ def isolation() -> tuple[str, bool]:
                 _isolation = (own, False)
             else:
                 tried = [own, "/usr/bin/python3", "/usr/local/bin/python3", shutil.which("python3") or ""]
-                found = next((p for p in dict.fromkeys(tried) if p and _world_executable(p) and _probe(p, _sandbox_uid())), None)
+                found = next(
+                    (p for p in dict.fromkeys(tried) if p and _world_executable(p) and _probe(p, _sandbox_uid())), None
+                )
                 if found is None:
-                    log.warning("code sandbox: no Python interpreter is executable by an unprivileged uid; programs run as "
-                                "root, guarded by the audit hook and resource limits only")
+                    log.warning(
+                        "code sandbox: no Python interpreter is executable by an unprivileged uid; programs run as "
+                        "root, guarded by the audit hook and resource limits only"
+                    )
                     _isolation = (own, False)
                 else:
                     _isolation = (os.path.realpath(found), True)
@@ -242,7 +254,7 @@ def _own_task_count() -> int:
     return total
 
 
-def _kill_all(proc: subprocess.Popen, uid: Optional[int]) -> None:
+def _kill_all(proc: subprocess.Popen, uid: int | None) -> None:
     """End the child's process group and, when it ran as its own uid, every process of that uid."""
     try:
         os.killpg(proc.pid, 9)
@@ -250,8 +262,15 @@ def _kill_all(proc: subprocess.Popen, uid: Optional[int]) -> None:
         pass
     if uid is not None:  # `kill -9 -1` as the sandbox uid: signals all of its processes (not itself)
         try:
-            subprocess.run(["/bin/sh", "-c", "kill -9 -1 2>/dev/null"], user=uid, group=uid, extra_groups=[],
-                           env={"PATH": "/usr/bin:/bin"}, cwd="/", timeout=10)
+            subprocess.run(
+                ["/bin/sh", "-c", "kill -9 -1 2>/dev/null"],
+                user=uid,
+                group=uid,
+                extra_groups=[],
+                env={"PATH": "/usr/bin:/bin"},
+                cwd="/",
+                timeout=10,
+            )
         except (OSError, subprocess.SubprocessError):
             pass
 
@@ -287,8 +306,14 @@ def run_program(program: str, tests: Sequence[str], limits: Limits = Limits()) -
             "RLIMIT_NOFILE": 64,
             "RLIMIT_CORE": 0,
         }
-        job = {"fd": write_fd, "nonce": nonce, "limits": rlimits, "program": program, "tests": tests,
-               "allow_processes": limits.allow_processes}
+        job = {
+            "fd": write_fd,
+            "nonce": nonce,
+            "limits": rlimits,
+            "program": program,
+            "tests": tests,
+            "allow_processes": limits.allow_processes,
+        }
         job_path = os.path.join(workdir, "job.json")
         with open(job_path, "w") as f:
             json.dump(job, f)
@@ -301,8 +326,17 @@ def run_program(program: str, tests: Sequence[str], limits: Limits = Limits()) -
             ids = {"user": uid, "group": uid, "extra_groups": []}
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8"}
         with open(out_path, "wb") as out:
-            proc = subprocess.Popen([interpreter, "-I", "-B", "-c", RUNNER], cwd=workdir, env=env, stdin=subprocess.DEVNULL,
-                                    stdout=out, stderr=subprocess.STDOUT, pass_fds=(write_fd,), start_new_session=True, **ids)
+            proc = subprocess.Popen(
+                [interpreter, "-I", "-B", "-c", RUNNER],
+                cwd=workdir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                pass_fds=(write_fd,),
+                start_new_session=True,
+                **ids,
+            )
         os.close(write_fd)
         write_fd = -1
         try:
@@ -319,7 +353,10 @@ def run_program(program: str, tests: Sequence[str], limits: Limits = Limits()) -
     except OSError as exc:
         if type(exc).__name__ not in _warned:
             _warned.add(type(exc).__name__)
-            log.warning("code sandbox failed to run a program (scored 0; further failures of this kind are not printed): %s", exc)
+            log.warning(
+                "code sandbox failed to run a program (scored 0; further failures of this kind are not printed): %s",
+                exc,
+            )
         if proc is not None:
             _kill_all(proc, uid)
         return ExecResult(0, len(tests), "error", True, False, time.perf_counter() - t0, str(exc))

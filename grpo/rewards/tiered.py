@@ -33,8 +33,8 @@ import math
 import re
 import string
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
 
 from grpo.rewards.code_exec import execute
 from grpo.rewards.sandbox import ExecResult
@@ -64,7 +64,7 @@ def token_f1(prediction: str, gold: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def _number(text: Optional[str]) -> Optional[float]:
+def _number(text: str | None) -> float | None:
     try:
         value = float(text) if text is not None else None
     except ValueError:
@@ -81,7 +81,7 @@ class Evidence:
     # answer items
     correct: bool = False  # exact (see components.correctness)
     normalized: bool = False
-    rel_error: Optional[float] = None  # of the parsed number, when both it and the gold answer are numbers
+    rel_error: float | None = None  # of the parsed number, when both it and the gold answer are numbers
     contains: bool = False
     overlap: float = 0.0  # token F1 of the completion with the gold answer
     well_formed: bool = False
@@ -112,10 +112,14 @@ def _rule(text: Callable[[Evidence, TierRules], bool], code: Callable[[Evidence,
 RULES: dict[str, Callable[[Evidence, TierRules], bool]] = {
     "exact": _rule(lambda e, r: e.correct, lambda e, r: e.pass_fraction == 1.0),
     "normalized": _rule(lambda e, r: e.correct or e.normalized, lambda e, r: e.pass_fraction == 1.0),
-    "near": _rule(lambda e, r: e.correct or e.normalized or (e.rel_error is not None and e.rel_error <= r.near_tolerance),
-                  lambda e, r: e.pass_fraction >= r.code_near_fraction),
+    "near": _rule(
+        lambda e, r: e.correct or e.normalized or (e.rel_error is not None and e.rel_error <= r.near_tolerance),
+        lambda e, r: e.pass_fraction >= r.code_near_fraction,
+    ),
     "contains": _rule(lambda e, r: e.correct or e.contains, lambda e, r: e.pass_fraction > 0),
-    "partial": _rule(lambda e, r: e.correct or e.contains or e.overlap >= r.partial_overlap, lambda e, r: e.pass_fraction > 0),
+    "partial": _rule(
+        lambda e, r: e.correct or e.contains or e.overlap >= r.partial_overlap, lambda e, r: e.pass_fraction > 0
+    ),
     "attempt": _rule(lambda e, r: e.well_formed, lambda e, r: e.ran),
     "nonempty": _rule(lambda e, r: e.nonempty, lambda e, r: e.nonempty),
 }
@@ -144,21 +148,48 @@ def answer_evidence(completion: str, gold: str, pattern: str, numeric_tolerance:
 
 
 def code_evidence(completion: str, result: ExecResult) -> Evidence:
-    return Evidence(nonempty=bool(completion.strip()), code=True, pass_fraction=result.pass_fraction,
-                    ran=result.ran and result.status == "ok")
+    return Evidence(
+        nonempty=bool(completion.strip()),
+        code=True,
+        pass_fraction=result.pass_fraction,
+        ran=result.ran and result.status == "ok",
+    )
 
 
-def tiered(prompts, completions, *, answer, answer_pattern, tests=None, tiers: Sequence[float] = DEFAULT_TIERS,
-           tier_rules: Sequence[str] = DEFAULT_RULES, near_tolerance: float = 0.1, numeric_tolerance: float = 0.0,
-           partial_overlap: float = DEFAULT_PARTIAL_OVERLAP, code_near_fraction: float = DEFAULT_CODE_NEAR_FRACTION,
-           execution_timeout: float = 10.0, execution_memory_mb: int = 512, execution_workers: int = 2, **_) -> list[float]:
+def tiered(
+    prompts,
+    completions,
+    *,
+    answer,
+    answer_pattern,
+    tests=None,
+    tiers: Sequence[float] = DEFAULT_TIERS,
+    tier_rules: Sequence[str] = DEFAULT_RULES,
+    near_tolerance: float = 0.1,
+    numeric_tolerance: float = 0.0,
+    partial_overlap: float = DEFAULT_PARTIAL_OVERLAP,
+    code_near_fraction: float = DEFAULT_CODE_NEAR_FRACTION,
+    execution_timeout: float = 10.0,
+    execution_memory_mb: int = 512,
+    execution_workers: int = 2,
+    **_,
+) -> list[float]:
     """One of `tiers` per completion (see the module docstring for the rules)."""
     rules = TierRules(tuple(tiers), tuple(tier_rules), near_tolerance, partial_overlap, code_near_fraction)
     tests = tests if tests is not None else [None] * len(completions)
-    results = execute(completions, tests, execution_timeout=execution_timeout, execution_memory_mb=execution_memory_mb,
-                      execution_workers=execution_workers)
+    results = execute(
+        completions,
+        tests,
+        execution_timeout=execution_timeout,
+        execution_memory_mb=execution_memory_mb,
+        execution_workers=execution_workers,
+    )
     out = []
     for completion, gold, pattern, result in zip(completions, answer, answer_pattern, results):
-        ev = code_evidence(completion, result) if result is not None else answer_evidence(completion, gold, pattern, numeric_tolerance)
+        ev = (
+            code_evidence(completion, result)
+            if result is not None
+            else answer_evidence(completion, gold, pattern, numeric_tolerance)
+        )
         out.append(rules.reward(ev))
     return out

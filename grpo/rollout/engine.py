@@ -11,8 +11,9 @@ compiled sampler) plugs in by implementing it, without touching the stages.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 
@@ -53,7 +54,9 @@ def completion_masks(completion_ids: torch.Tensor, eos_id: int) -> tuple[torch.T
     """Mask up to and including the first EOS, and which rows never reached one."""
     is_eos = completion_ids == eos_id  # [N, C]
     has_eos = is_eos.any(1)  # [N]
-    first = torch.where(has_eos, is_eos.float().argmax(1), torch.full_like(has_eos, completion_ids.size(1), dtype=torch.long))
+    first = torch.where(
+        has_eos, is_eos.float().argmax(1), torch.full_like(has_eos, completion_ids.size(1), dtype=torch.long)
+    )
     positions = torch.arange(completion_ids.size(1), device=completion_ids.device)[None, :]  # [1, C]
     return (positions <= first[:, None]).long(), ~has_eos
 
@@ -72,8 +75,12 @@ class HFGenerateEngine:
     def generation_kwargs(self, params: SamplingParams) -> dict:
         """What `model.generate` is given: sampling knobs, EOS/pad, forced minimum length."""
         greedy = params.greedy or params.temperature == 0
-        kwargs = dict(do_sample=not greedy, max_new_tokens=params.max_new_tokens,
-                      pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id)
+        kwargs = dict(
+            do_sample=not greedy,
+            max_new_tokens=params.max_new_tokens,
+            pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=self.tokenizer.eos_token_id,
+        )
         if self.min_new_tokens:
             kwargs["min_new_tokens"] = min(self.min_new_tokens, params.max_new_tokens)
         if not greedy:
@@ -90,7 +97,7 @@ class HFGenerateEngine:
         model.eval()
         out = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, **self.generation_kwargs(params))
         model.train(was_training)
-        return self.rollout(prompt_ids, prompt_mask, out[:, prompt_ids.size(1):])
+        return self.rollout(prompt_ids, prompt_mask, out[:, prompt_ids.size(1) :])
 
     def rollout(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion_ids: torch.Tensor) -> Rollout:
         """Masks, truncation and text of sampled completions [N, C]."""
@@ -102,24 +109,79 @@ class HFGenerateEngine:
 
 # generation_config settings that change nothing at these values (anything else set: use model.generate)
 _NEUTRAL = {
-    "repetition_penalty": 1.0, "encoder_repetition_penalty": 1.0, "no_repeat_ngram_size": 0,
-    "encoder_no_repeat_ngram_size": 0, "min_length": 0, "typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0,
-    "num_beams": 1, "num_beam_groups": 1, "num_return_sequences": 1, "diversity_penalty": 0.0, "length_penalty": 1.0,
-    "guidance_scale": 1.0, "renormalize_logits": False, "remove_invalid_values": False, "early_stopping": False,
-    "top_k": None, "top_p": None, "temperature": None, "min_p": None, "top_h": None, "bad_words_ids": None,
-    "suppress_tokens": None, "begin_suppress_tokens": None, "forced_bos_token_id": None, "forced_eos_token_id": None,
-    "sequence_bias": None, "exponential_decay_length_penalty": None, "watermarking_config": None, "stop_strings": None,
-    "max_time": None, "penalty_alpha": None, "dola_layers": None, "token_healing": False, "low_memory": None,
-    "prompt_lookup_num_tokens": None, "assistant_early_exit": None, "constraints": None, "force_words_ids": None,
-    "min_new_tokens": None, "output_scores": False, "output_logits": False, "return_dict_in_generate": False,
-    "output_attentions": False, "output_hidden_states": False,
+    "repetition_penalty": 1.0,
+    "encoder_repetition_penalty": 1.0,
+    "no_repeat_ngram_size": 0,
+    "encoder_no_repeat_ngram_size": 0,
+    "min_length": 0,
+    "typical_p": 1.0,
+    "epsilon_cutoff": 0.0,
+    "eta_cutoff": 0.0,
+    "num_beams": 1,
+    "num_beam_groups": 1,
+    "num_return_sequences": 1,
+    "diversity_penalty": 0.0,
+    "length_penalty": 1.0,
+    "guidance_scale": 1.0,
+    "renormalize_logits": False,
+    "remove_invalid_values": False,
+    "early_stopping": False,
+    "top_k": None,
+    "top_p": None,
+    "temperature": None,
+    "min_p": None,
+    "top_h": None,
+    "bad_words_ids": None,
+    "suppress_tokens": None,
+    "begin_suppress_tokens": None,
+    "forced_bos_token_id": None,
+    "forced_eos_token_id": None,
+    "sequence_bias": None,
+    "exponential_decay_length_penalty": None,
+    "watermarking_config": None,
+    "stop_strings": None,
+    "max_time": None,
+    "penalty_alpha": None,
+    "dola_layers": None,
+    "token_healing": False,
+    "low_memory": None,
+    "prompt_lookup_num_tokens": None,
+    "assistant_early_exit": None,
+    "constraints": None,
+    "force_words_ids": None,
+    "min_new_tokens": None,
+    "output_scores": False,
+    "output_logits": False,
+    "return_dict_in_generate": False,
+    "output_attentions": False,
+    "output_hidden_states": False,
 }
 # settings that the call itself overrides or that do not affect the sampled tokens
-_IRRELEVANT = {"pad_token_id", "eos_token_id", "bos_token_id", "decoder_start_token_id", "max_length", "max_new_tokens",
-               "do_sample", "use_cache", "cache_implementation", "cache_config", "transformers_version",
-               "_from_model_config", "is_assistant", "compile_config", "disable_compile", "num_assistant_tokens",
-               "num_assistant_tokens_schedule", "assistant_confidence_threshold", "assistant_lookbehind",
-               "target_lookbehind", "trust_remote_code", "generation_kwargs", "return_legacy_cache"}
+_IRRELEVANT = {
+    "pad_token_id",
+    "eos_token_id",
+    "bos_token_id",
+    "decoder_start_token_id",
+    "max_length",
+    "max_new_tokens",
+    "do_sample",
+    "use_cache",
+    "cache_implementation",
+    "cache_config",
+    "transformers_version",
+    "_from_model_config",
+    "is_assistant",
+    "compile_config",
+    "disable_compile",
+    "num_assistant_tokens",
+    "num_assistant_tokens_schedule",
+    "assistant_confidence_threshold",
+    "assistant_lookbehind",
+    "target_lookbehind",
+    "trust_remote_code",
+    "generation_kwargs",
+    "return_legacy_cache",
+}
 
 
 def plain_generation_config(model: torch.nn.Module) -> bool:
@@ -140,8 +202,9 @@ class TokenChooser:
     """One step of `model.generate`'s sampling, in its order: minimum length (no EOS yet) ->
     temperature -> top-k -> top-p -> multinomial (or argmax); finished rows then get pad."""
 
-    def __init__(self, params: SamplingParams, eos_id: int, pad_id: int, min_new_tokens: int, batch: int,
-                 device: torch.device):
+    def __init__(
+        self, params: SamplingParams, eos_id: int, pad_id: int, min_new_tokens: int, batch: int, device: torch.device
+    ):
         from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
 
         self.greedy = params.greedy or params.temperature == 0
@@ -194,8 +257,9 @@ class MergedEngine(HFGenerateEngine):
 
         device = next(model.parameters()).device
         prompt_ids, prompt_mask = self.encode_prompts(prompts, device)
-        choose = TokenChooser(params, self.tokenizer.eos_token_id, self.tokenizer.pad_token_id, self.min_new_tokens,
-                              len(prompts), device)
+        choose = TokenChooser(
+            params, self.tokenizer.eos_token_id, self.tokenizer.pad_token_id, self.min_new_tokens, len(prompts), device
+        )
         weights = merged.snapshot(model, merge=True)
         completion_ids = merged.sample(weights, prompt_ids, prompt_mask, params.max_new_tokens, choose)
         return self.rollout(prompt_ids, prompt_mask, completion_ids)

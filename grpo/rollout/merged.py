@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import math
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -55,7 +55,7 @@ def causal_lm(model: torch.nn.Module) -> torch.nn.Module:
     return get_base() if callable(get_base) else model
 
 
-def _plain(t: Optional[Tensor]) -> bool:
+def _plain(t: Tensor | None) -> bool:
     """A dense tensor with all its values here: not an FSDP/DTensor shard, not a ZeRO-3 or meta placeholder."""
     return t is None or (type(t.data) is torch.Tensor and t.numel() > 0 and not t.is_meta and t.layout == torch.strided)
 
@@ -63,11 +63,12 @@ def _plain(t: Optional[Tensor]) -> bool:
 @dataclass
 class _Plan:
     """A model's projections, found and checked once: per layer, name -> (nn.Linear, peft LoRA wrapper or None)."""
-    layers: list[dict[str, tuple[torch.nn.Linear, Optional[torch.nn.Module]]]]
+
+    layers: list[dict[str, tuple[torch.nn.Linear, torch.nn.Module | None]]]
     wrappers: list[torch.nn.Module]
 
 
-_PLANS: "weakref.WeakKeyDictionary[torch.nn.Module, Optional[_Plan]]" = weakref.WeakKeyDictionary()
+_PLANS: weakref.WeakKeyDictionary[torch.nn.Module, _Plan | None] = weakref.WeakKeyDictionary()
 
 
 def _lora_structure(wrapper: torch.nn.Module) -> bool:
@@ -78,12 +79,14 @@ def _lora_structure(wrapper: torch.nn.Module) -> bool:
         a, b = wrapper.lora_A[name], wrapper.lora_B[name]
         if type(a) is not torch.nn.Linear or type(b) is not torch.nn.Linear or a.bias is not None or b.bias is not None:
             return False
-        if not (_plain(a.weight) and _plain(b.weight)) or not isinstance(wrapper.lora_dropout[name], (torch.nn.Dropout, torch.nn.Identity)):
+        if not (_plain(a.weight) and _plain(b.weight)) or not isinstance(
+            wrapper.lora_dropout[name], (torch.nn.Dropout, torch.nn.Identity)
+        ):
             return False
     return True
 
 
-def _make_plan(lm: torch.nn.Module) -> Optional[_Plan]:
+def _make_plan(lm: torch.nn.Module) -> _Plan | None:
     cfg, body = lm.config, lm.model
     if getattr(cfg, "model_type", None) not in ARCHITECTURES or getattr(cfg, "hidden_act", "silu") != "silu":
         return None
@@ -96,7 +99,11 @@ def _make_plan(lm: torch.nn.Module) -> Optional[_Plan]:
     if len(body.layers) != cfg.num_hidden_layers:
         return None
     head = lm.lm_head
-    if type(head) is not torch.nn.Linear or head.bias is not None or not (_plain(head.weight) and _plain(body.embed_tokens.weight)):
+    if (
+        type(head) is not torch.nn.Linear
+        or head.bias is not None
+        or not (_plain(head.weight) and _plain(body.embed_tokens.weight))
+    ):
         return None
     layers, wrappers = [], []
     for layer in body.layers:
@@ -115,11 +122,13 @@ def _make_plan(lm: torch.nn.Module) -> Optional[_Plan]:
                 wrappers.append(wrapper)
             parts[name] = (base, wrapper)
         layers.append(parts)
-    fused = sum(parts[n][0].weight.nbytes for parts in layers for n in ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj"))
+    fused = sum(
+        parts[n][0].weight.nbytes for parts in layers for n in ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj")
+    )
     return _Plan(layers, wrappers) if fused <= MAX_FUSED_BYTES else None
 
 
-def _plan(model: torch.nn.Module) -> Optional[_Plan]:
+def _plan(model: torch.nn.Module) -> _Plan | None:
     lm = causal_lm(model)
     if lm not in _PLANS:
         try:
@@ -129,7 +138,7 @@ def _plan(model: torch.nn.Module) -> Optional[_Plan]:
     return _PLANS[lm]
 
 
-def supports(model: torch.nn.Module, training: Optional[bool] = None) -> bool:
+def supports(model: torch.nn.Module, training: bool | None = None) -> bool:
     """Whether the plain decoder computes what `model(...)` computes (else: use the model).
 
     training: whether the forward runs in training mode (default: the model's mode); then
@@ -167,6 +176,7 @@ def supports(model: torch.nn.Module, training: Optional[bool] = None) -> bool:
 @dataclass
 class Lora:
     """One projection's adapter as live parameters: autograd reaches A and B."""
+
     A: Tensor  # [r, in]
     B: Tensor  # [out, r]
     scale: float
@@ -178,7 +188,7 @@ class LayerWeights:
     ln1: Tensor  # [E]
     ln2: Tensor  # [E]
     qkv: Tensor  # [(H + 2K) D, E]: q, k, v stacked
-    qkv_bias: Optional[Tensor]  # [(H + 2K) D]
+    qkv_bias: Tensor | None  # [(H + 2K) D]
     o: Tensor  # [E, H D]
     gate_up: Tensor  # [2F, E]: gate, up stacked
     down: Tensor  # [E, F]
@@ -199,7 +209,7 @@ class Weights:
     head_dim: int  # D
 
 
-def _adapter(wrapper: Optional[torch.nn.Module]) -> Optional[Lora]:
+def _adapter(wrapper: torch.nn.Module | None) -> Lora | None:
     if wrapper is None or getattr(wrapper, "disable_adapters", False):
         return None
     for name in wrapper.active_adapters:
@@ -210,13 +220,18 @@ def _adapter(wrapper: Optional[torch.nn.Module]) -> Optional[Lora]:
     return None
 
 
-_FUSED: "weakref.WeakKeyDictionary[torch.nn.Module, tuple]" = weakref.WeakKeyDictionary()
+_FUSED: weakref.WeakKeyDictionary[torch.nn.Module, tuple] = weakref.WeakKeyDictionary()
 
 
-def _fused_base(lm: torch.nn.Module, plan: _Plan) -> list[tuple[Tensor, Optional[Tensor], Tensor]]:
+def _fused_base(lm: torch.nn.Module, plan: _Plan) -> list[tuple[Tensor, Tensor | None, Tensor]]:
     """Per layer (qkv, qkv bias, gate_up) of the base weights; cached while none of them changes."""
-    tensors = [t for parts in plan.layers for n in ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj")
-               for t in (parts[n][0].weight, parts[n][0].bias) if t is not None]
+    tensors = [
+        t
+        for parts in plan.layers
+        for n in ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj")
+        for t in (parts[n][0].weight, parts[n][0].bias)
+        if t is not None
+    ]
     track = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
     key = tuple((t.data_ptr(), t._version) for t in tensors)
     hit = _FUSED.get(lm)
@@ -226,14 +241,19 @@ def _fused_base(lm: torch.nn.Module, plan: _Plan) -> list[tuple[Tensor, Optional
     for parts in plan.layers:
         lin = {n: parts[n][0] for n in ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj")}
         bias = None if lin["q_proj"].bias is None else torch.cat([lin[n].bias for n in ("q_proj", "k_proj", "v_proj")])
-        fused.append((torch.cat([lin[n].weight for n in ("q_proj", "k_proj", "v_proj")]), bias,
-                      torch.cat([lin["gate_proj"].weight, lin["up_proj"].weight])))
+        fused.append(
+            (
+                torch.cat([lin[n].weight for n in ("q_proj", "k_proj", "v_proj")]),
+                bias,
+                torch.cat([lin["gate_proj"].weight, lin["up_proj"].weight]),
+            )
+        )
     if not track:
         _FUSED[lm] = (key, fused)
     return fused
 
 
-def snapshot(model: torch.nn.Module, *, adapter: bool = True, merge: Optional[bool] = None) -> Weights:
+def snapshot(model: torch.nn.Module, *, adapter: bool = True, merge: bool | None = None) -> Weights:
     """The model's weights for the plain decoder (`supports(model)` must hold).
 
     adapter: use the active LoRA adapter (unless peft has it disabled); False gives the base model.
@@ -246,12 +266,16 @@ def snapshot(model: torch.nn.Module, *, adapter: bool = True, merge: Optional[bo
     cfg, body = lm.config, lm.model
     heads, kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
-    per_layer = [{n: a for n, (_, wrapper) in parts.items() if adapter and (a := _adapter(wrapper)) is not None}
-                 for parts in plan.layers]
+    per_layer = [
+        {n: a for n, (_, wrapper) in parts.items() if adapter and (a := _adapter(wrapper)) is not None}
+        for parts in plan.layers
+    ]
     if merge is None:
         merge = not torch.is_grad_enabled() and not any(a.dropout for adapters in per_layer for a in adapters.values())
     layers = []
-    for layer, parts, adapters, (qkv, qkv_bias, gate_up) in zip(body.layers, plan.layers, per_layer, _fused_base(lm, plan)):
+    for layer, parts, adapters, (qkv, qkv_bias, gate_up) in zip(
+        body.layers, plan.layers, per_layer, _fused_base(lm, plan)
+    ):
         weights = {n: parts[n][0].weight for n in ("o_proj", "down_proj")}
         if merge and adapters:
             with torch.no_grad():
@@ -262,13 +286,31 @@ def snapshot(model: torch.nn.Module, *, adapter: bool = True, merge: Optional[bo
                 if any(n in merged for n in ("gate_proj", "up_proj")):
                     gate_up = torch.cat([merged.get(n, parts[n][0].weight) for n in ("gate_proj", "up_proj")])
             adapters = {}
-        layers.append(LayerWeights(ln1=layer.input_layernorm.weight, ln2=layer.post_attention_layernorm.weight,
-                                   qkv=qkv, qkv_bias=qkv_bias, o=weights["o_proj"], gate_up=gate_up,
-                                   down=weights["down_proj"], lora=adapters))
+        layers.append(
+            LayerWeights(
+                ln1=layer.input_layernorm.weight,
+                ln2=layer.post_attention_layernorm.weight,
+                qkv=qkv,
+                qkv_bias=qkv_bias,
+                o=weights["o_proj"],
+                gate_up=gate_up,
+                down=weights["down_proj"],
+                lora=adapters,
+            )
+        )
     rotary = body.rotary_emb
-    return Weights(embed=body.embed_tokens.weight, layers=layers, norm=body.norm.weight, head=lm.lm_head.weight,
-                   inv_freq=rotary.inv_freq, rope_scale=float(rotary.attention_scaling), eps=float(cfg.rms_norm_eps),
-                   heads=heads, kv_heads=kv_heads, head_dim=head_dim)
+    return Weights(
+        embed=body.embed_tokens.weight,
+        layers=layers,
+        norm=body.norm.weight,
+        head=lm.lm_head.weight,
+        inv_freq=rotary.inv_freq,
+        rope_scale=float(rotary.attention_scaling),
+        eps=float(cfg.rms_norm_eps),
+        heads=heads,
+        kv_heads=kv_heads,
+        head_dim=head_dim,
+    )
 
 
 # ---------------------------------------------------------------- caches of keys and values
@@ -283,15 +325,15 @@ class KVCache:
 
     def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         end = self.length + k.shape[2]
-        self.k[layer, :, :, self.length:end] = k
-        self.v[layer, :, :, self.length:end] = v
+        self.k[layer, :, :, self.length : end] = k
+        self.v[layer, :, :, self.length : end] = v
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
 
 
 class ListCache:
     """Keys and values as a list of tensors (autograd-safe: nothing is written in place)."""
 
-    def __init__(self, past: Optional[list[tuple[Tensor, Tensor]]] = None):
+    def __init__(self, past: list[tuple[Tensor, Tensor]] | None = None):
         self.layers = list(past or [])
         self.length = self.layers[0][0].shape[2] if self.layers else 0
 
@@ -340,7 +382,9 @@ def dropout(x: Tensor, p: float) -> Tensor:
     draws = int(expected + 8 * math.sqrt(expected * (1 - p))) + 16  # enough gaps to pass n, nearly always
     chunks, last = [], -1.0
     while last < n:
-        gaps = torch.floor(torch.log1p(-torch.rand(draws, dtype=torch.float64)) / log_keep)  # Geometric(p) on {0, 1, ...}
+        gaps = torch.floor(
+            torch.log1p(-torch.rand(draws, dtype=torch.float64)) / log_keep
+        )  # Geometric(p) on {0, 1, ...}
         where = last + torch.cumsum(gaps + 1, 0)  # positions of the next drops
         chunks.append(where)
         last = float(where[-1])
@@ -372,8 +416,9 @@ def _lora_update(x: Tensor, adapters: list[Lora]) -> Tensor:
     return F.linear(z, torch.block_diag(*[a.B * a.scale for a in adapters]))
 
 
-def _project(x: Tensor, weight: Tensor, bias: Optional[Tensor], lw: LayerWeights, names: tuple[str, ...],
-             sizes: list[int]) -> Tensor:
+def _project(
+    x: Tensor, weight: Tensor, bias: Tensor | None, lw: LayerWeights, names: tuple[str, ...], sizes: list[int]
+) -> Tensor:
     """One matmul for the base weights of `names` (stacked), plus the unmerged adapters' updates."""
     y = F.linear(x, weight, bias)
     present = [n in lw.lora for n in names]
@@ -388,8 +433,9 @@ def _project(x: Tensor, weight: Tensor, bias: Optional[Tensor], lw: LayerWeights
     return torch.cat(outs, -1)
 
 
-def forward(w: Weights, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor, *,
-            logits_to_keep: int = 0, cache=None) -> Tensor:
+def forward(
+    w: Weights, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor, *, logits_to_keep: int = 0, cache=None
+) -> Tensor:
     """Logits [N, T (or logits_to_keep), V] of a left-padded batch of T new tokens.
 
     attention_mask: [N, S] over the cached positions and the new ones (S = cached + T).
@@ -413,15 +459,15 @@ def forward(w: Weights, input_ids: Tensor, attention_mask: Tensor, position_ids:
     for i, lw in enumerate(w.layers):
         h = rms_norm(x, lw.ln1, w.eps)
         qkv = _project(h, lw.qkv, lw.qkv_bias, lw, ("q_proj", "k_proj", "v_proj"), sizes)  # [N, T, (H + 2K) D]
-        qk = _rotate(qkv[..., :(H + K) * D].view(N, T, H + K, D).transpose(1, 2), cos, sin)  # [N, H + K, T, D]
+        qk = _rotate(qkv[..., : (H + K) * D].view(N, T, H + K, D).transpose(1, 2), cos, sin)  # [N, H + K, T, D]
         q, k = qk[:, :H], qk[:, H:]  # [N, H, T, D], [N, K, T, D]
-        v = qkv[..., (H + K) * D:].view(N, T, K, D).transpose(1, 2)  # [N, K, T, D]
+        v = qkv[..., (H + K) * D :].view(N, T, K, D).transpose(1, 2)  # [N, K, T, D]
         if cache is not None:
             k, v = cache.update(i, k, v)  # [N, K, S, D]
         if i == last and 0 < logits_to_keep < T:  # from here on only the kept positions matter
             q, x, T = q[:, :, -logits_to_keep:], x[:, -logits_to_keep:], logits_to_keep
             mask = mask[:, :, -T:] if mask.shape[2] > 1 else mask
-        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=D ** -0.5, enable_gqa=H != K)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=D**-0.5, enable_gqa=H != K)
         a = a.transpose(1, 2).reshape(N, T, H * D)
         x = x + _project(a, lw.o, None, lw, ("o_proj",), [lw.o.shape[0]])
         h = rms_norm(x, lw.ln2, w.eps)
@@ -440,12 +486,15 @@ def distinct_prompts(prompt_ids: Tensor, prompt_mask: Tensor) -> tuple[Tensor, T
     if not SHARE_PROMPTS:
         return prompt_ids, prompt_mask, torch.arange(prompt_ids.shape[0], device=prompt_ids.device)
     P = prompt_ids.shape[1]
-    uniq, inverse = torch.unique(torch.cat([prompt_ids, prompt_mask.to(prompt_ids.dtype)], 1), dim=0, return_inverse=True)
+    uniq, inverse = torch.unique(
+        torch.cat([prompt_ids, prompt_mask.to(prompt_ids.dtype)], 1), dim=0, return_inverse=True
+    )
     return uniq[:, :P], uniq[:, P:].to(prompt_mask.dtype), inverse
 
 
-def completion_logits(w: Weights, prompt_ids: Tensor, prompt_mask: Tensor, completion_ids: Tensor,
-                      completion_mask: Tensor) -> Tensor:
+def completion_logits(
+    w: Weights, prompt_ids: Tensor, prompt_mask: Tensor, completion_ids: Tensor, completion_mask: Tensor
+) -> Tensor:
     """Logits that predict each completion token: [N, C, V].
 
     The same numbers as one forward over prompt + completion (position ids skip left padding),
@@ -473,8 +522,13 @@ def completion_logits(w: Weights, prompt_ids: Tensor, prompt_mask: Tensor, compl
 
 
 @torch.no_grad()
-def sample(w: Weights, prompt_ids: Tensor, prompt_mask: Tensor, max_new_tokens: int,
-           choose: Callable[[int, Tensor], tuple[Tensor, bool]]) -> Tensor:
+def sample(
+    w: Weights,
+    prompt_ids: Tensor,
+    prompt_mask: Tensor,
+    max_new_tokens: int,
+    choose: Callable[[int, Tensor], tuple[Tensor, bool]],
+) -> Tensor:
     """Completion ids [N, <= max_new_tokens] from a KV-cached loop.
 
     choose(step, logits [N, V] float32) -> (next tokens [N], whether every row has finished).
@@ -497,7 +551,9 @@ def sample(w: Weights, prompt_ids: Tensor, prompt_mask: Tensor, max_new_tokens: 
         tokens, finished = choose(t, logits)
         out[:, t] = tokens
         if finished or t + 1 == max_new_tokens:
-            return out[:, :t + 1]
+            return out[:, : t + 1]
         position = position + 1
-        logits = forward(w, tokens[:, None], attention[:, :P + t + 1], position, logits_to_keep=1, cache=cache)[:, -1].float()
+        logits = forward(w, tokens[:, None], attention[:, : P + t + 1], position, logits_to_keep=1, cache=cache)[
+            :, -1
+        ].float()
     return out

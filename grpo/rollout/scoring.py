@@ -28,13 +28,16 @@ def completion_logits(model: torch.nn.Module, prompt_ids, prompt_mask, completio
     return model_completion_logits(model, prompt_ids, prompt_mask, completion_ids, completion_mask)
 
 
-def model_completion_logits(model: torch.nn.Module, prompt_ids, prompt_mask, completion_ids, completion_mask) -> torch.Tensor:
+def model_completion_logits(
+    model: torch.nn.Module, prompt_ids, prompt_mask, completion_ids, completion_mask
+) -> torch.Tensor:
     """`completion_logits` through the model's own forward (any model, DDP-wrapped included)."""
     input_ids, attention, position_ids = sequence_inputs(prompt_ids, prompt_mask, completion_ids, completion_mask)
     c = completion_ids.size(1)
     # Only the last C + 1 positions feed the LM head: the prompt's logits are never needed.
-    logits = model(input_ids=input_ids, attention_mask=attention, position_ids=position_ids,
-                   logits_to_keep=c + 1, use_cache=False).logits  # [N, C + 1, V]
+    logits = model(
+        input_ids=input_ids, attention_mask=attention, position_ids=position_ids, logits_to_keep=c + 1, use_cache=False
+    ).logits  # [N, C + 1, V]
     return logits[:, :-1, :]
 
 

@@ -7,7 +7,8 @@ size: on numgame_tiny that was a third of an RCE step. The ids are the tokenizer
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -39,5 +40,7 @@ class TokenIds:
         left = self.tokenizer.padding_side == "left"
         rows = [[pad] * (width - len(x)) + x if left else x + [pad] * (width - len(x)) for x in ids]
         masks = [[0] * (width - len(x)) + [1] * len(x) if left else [1] * len(x) + [0] * (width - len(x)) for x in ids]
-        return (torch.tensor(rows, dtype=torch.long, device=device),
-                torch.tensor(masks, dtype=torch.long, device=device))
+        return (
+            torch.tensor(rows, dtype=torch.long, device=device),
+            torch.tensor(masks, dtype=torch.long, device=device),
+        )

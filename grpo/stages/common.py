@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Callable, ContextManager, Optional, Sequence
+from typing import Any
 
 import torch
 from accelerate import Accelerator
@@ -15,8 +17,8 @@ from grpo.config.derived import Derived
 from grpo.config.schema import RunConfig
 from grpo.rewards.model import RewardModel, Scores
 from grpo.rollout.engine import Rollout, RolloutEngine
-from grpo.rollout.tokens import TokenIds
 from grpo.rollout.scoring import completion_logits
+from grpo.rollout.tokens import TokenIds
 from grpo.tasks.base import Example, Task
 
 
@@ -30,10 +32,10 @@ class RunContext:
     engine: RolloutEngine
     reward_model: RewardModel
     task: Task
-    reference: Callable[[], ContextManager[torch.nn.Module]]
+    reference: Callable[[], AbstractContextManager[torch.nn.Module]]
     max_new_tokens: int  # generation.max_new_tokens bounded by the model's context
-    kl_ctrl: Optional[Any] = None  # AdaptiveKLController when algorithm.kl_ctrl=adaptive
-    token_ids: Optional[TokenIds] = None  # the tokenizer's ids, each string tokenized once (built from `tokenizer`)
+    kl_ctrl: Any | None = None  # AdaptiveKLController when algorithm.kl_ctrl=adaptive
+    token_ids: TokenIds | None = None  # the tokenizer's ids, each string tokenized once (built from `tokenizer`)
 
     def __post_init__(self) -> None:
         if self.token_ids is None:
@@ -46,23 +48,39 @@ class RunContext:
 
     def local_share(self, items: Sequence) -> list:
         """This process's share of a global batch (prompts per step are global)."""
-        return list(items[self.accelerator.process_index::self.accelerator.num_processes])
+        return list(items[self.accelerator.process_index :: self.accelerator.num_processes])
 
 
 def sequence_logprobs(model: torch.nn.Module, rollout: Rollout, temperature: float) -> torch.Tensor:
     """[N, C] log-probs of the rollout's completion tokens under `model`."""
-    logits = completion_logits(model, rollout.prompt_ids, rollout.prompt_mask, rollout.completion_ids, rollout.completion_mask)
+    logits = completion_logits(
+        model, rollout.prompt_ids, rollout.prompt_mask, rollout.completion_ids, rollout.completion_mask
+    )
     return token_log_probs(logits, rollout.completion_ids, temperature)
 
 
-def score(ctx: RunContext, examples: Sequence[Example], prompts: list[str], rollout: Rollout, repeats: int,
-          logp: torch.Tensor | None = None) -> Scores:
+def score(
+    ctx: RunContext,
+    examples: Sequence[Example],
+    prompts: list[str],
+    rollout: Rollout,
+    repeats: int,
+    logp: torch.Tensor | None = None,
+) -> Scores:
     """Rewards of a rollout whose rows are each example repeated `repeats` times."""
-    return ctx.reward_model(prompts, rollout.texts, group_size=repeats, **reward_columns(ctx, examples, prompts, rollout, repeats, logp))
+    return ctx.reward_model(
+        prompts, rollout.texts, group_size=repeats, **reward_columns(ctx, examples, prompts, rollout, repeats, logp)
+    )
 
 
-def reward_columns(ctx: RunContext, examples: Sequence[Example], prompts: list[str], rollout: Rollout, repeats: int,
-                   logp: torch.Tensor | None = None) -> dict[str, list]:
+def reward_columns(
+    ctx: RunContext,
+    examples: Sequence[Example],
+    prompts: list[str],
+    rollout: Rollout,
+    repeats: int,
+    logp: torch.Tensor | None = None,
+) -> dict[str, list]:
     """The columns every reward component may read (grpo/rewards/components.py), one entry per row."""
     rows = [ex for ex in examples for _ in range(repeats)]
     columns = dict(
@@ -97,8 +115,14 @@ def chunks(n: int, parts: int) -> list[slice]:
 def take(rollout: Rollout, rows: slice | torch.Tensor) -> Rollout:
     """Rows of a rollout, by slice or by an index tensor."""
     texts = rollout.texts[rows] if isinstance(rows, slice) else [rollout.texts[i] for i in rows.tolist()]
-    return Rollout(rollout.prompt_ids[rows], rollout.prompt_mask[rows], rollout.completion_ids[rows],
-                   rollout.completion_mask[rows], rollout.truncated[rows], texts)
+    return Rollout(
+        rollout.prompt_ids[rows],
+        rollout.prompt_mask[rows],
+        rollout.completion_ids[rows],
+        rollout.completion_mask[rows],
+        rollout.truncated[rows],
+        texts,
+    )
 
 
 def concat_rollouts(parts: Sequence[Rollout], pad_id: int) -> Rollout:
@@ -112,20 +136,27 @@ def concat_rollouts(parts: Sequence[Rollout], pad_id: int) -> Rollout:
     def right(t, width, value):
         return torch.nn.functional.pad(t, (0, width - t.size(1)), value=value)
 
-    return Rollout(torch.cat([left(r.prompt_ids, P, pad_id) for r in parts]), torch.cat([left(r.prompt_mask, P, 0) for r in parts]),
-                   torch.cat([right(r.completion_ids, C, pad_id) for r in parts]),
-                   torch.cat([right(r.completion_mask, C, 0) for r in parts]),
-                   torch.cat([r.truncated for r in parts]), [t for r in parts for t in r.texts])
+    return Rollout(
+        torch.cat([left(r.prompt_ids, P, pad_id) for r in parts]),
+        torch.cat([left(r.prompt_mask, P, 0) for r in parts]),
+        torch.cat([right(r.completion_ids, C, pad_id) for r in parts]),
+        torch.cat([right(r.completion_mask, C, 0) for r in parts]),
+        torch.cat([r.truncated for r in parts]),
+        [t for r in parts for t in r.texts],
+    )
 
 
-def logprobs_and_entropy(model: torch.nn.Module, rollout: Rollout, temperature: float,
-                         with_grad_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def logprobs_and_entropy(
+    model: torch.nn.Module, rollout: Rollout, temperature: float, with_grad_entropy: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """[N, C] log-probs of the completion tokens and the policy's entropy at each position.
 
     The entropy carries a gradient only when an entropy bonus trains on it; otherwise it is
     computed without one, for the logs and the top-entropy token mask.
     """
-    logits = completion_logits(model, rollout.prompt_ids, rollout.prompt_mask, rollout.completion_ids, rollout.completion_mask)
+    logits = completion_logits(
+        model, rollout.prompt_ids, rollout.prompt_mask, rollout.completion_ids, rollout.completion_mask
+    )
     logp = token_log_probs(logits, rollout.completion_ids, temperature)
     if with_grad_entropy:
         return logp, entropy_from_logits(logits, temperature=temperature)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -24,8 +24,16 @@ from grpo.config.schema import AlgorithmConfig
 from grpo.rewards.model import Scores
 from grpo.rollout.engine import Rollout, SamplingParams, repeat_prompts
 from grpo.schedules import linear_schedule
-from grpo.stages.common import (RunContext, chunks, concat_rollouts, logprobs_and_entropy, score, sequence_logprobs, take,
-                                update)
+from grpo.stages.common import (
+    RunContext,
+    chunks,
+    concat_rollouts,
+    logprobs_and_entropy,
+    score,
+    sequence_logprobs,
+    take,
+    update,
+)
 from grpo.tasks.base import Example
 
 
@@ -39,8 +47,11 @@ def sampling_temperature(ctx: RunContext, step: int) -> float:
 def _sample(ctx: RunContext, examples: Sequence[Example], temperature: float) -> tuple[list[str], Rollout, Scores]:
     G, gen = ctx.cfg.rollout.group_size, ctx.cfg.generation
     prompts = repeat_prompts([ex.prompt for ex in examples], G)  # [N = B x G]
-    rollout = ctx.engine.generate(ctx.sampler_model, prompts, SamplingParams(
-        max_new_tokens=ctx.max_new_tokens, temperature=temperature, top_p=gen.top_p, top_k=gen.top_k))
+    rollout = ctx.engine.generate(
+        ctx.sampler_model,
+        prompts,
+        SamplingParams(max_new_tokens=ctx.max_new_tokens, temperature=temperature, top_p=gen.top_p, top_k=gen.top_k),
+    )
     return prompts, rollout, score(ctx, examples, prompts, rollout, G)
 
 
@@ -48,8 +59,9 @@ def _rows_of_groups(keep: torch.Tensor, G: int) -> torch.Tensor:
     return keep.repeat_interleave(G)  # [B] -> [N]
 
 
-def sample_with_filter(ctx: RunContext, examples: list[Example], temperature: float,
-                       refill: Optional[Callable[[], Sequence[Example]]]) -> tuple[list[str], Rollout, Scores, dict]:
+def sample_with_filter(
+    ctx: RunContext, examples: list[Example], temperature: float, refill: Callable[[], Sequence[Example]] | None
+) -> tuple[list[str], Rollout, Scores, dict]:
     """Sample; with dynamic sampling, drop flat (and out-of-band) groups and refill from new prompts."""
     a, G = ctx.cfg.algorithm, ctx.cfg.rollout.group_size
     prompts, rollout, scores = _sample(ctx, examples, temperature)
@@ -71,7 +83,10 @@ def sample_with_filter(ctx: RunContext, examples: list[Example], temperature: fl
         more = ctx.local_share(refill())
         prompts, rollout, scores = _sample(ctx, more, temperature)
         tries, seen = tries + 1, seen + len(more)
-    info = {"train/dynamic_sampling/tries": float(tries), "train/dynamic_sampling/kept_frac": (seen - dropped) / max(seen, 1)}
+    info = {
+        "train/dynamic_sampling/tries": float(tries),
+        "train/dynamic_sampling/kept_frac": (seen - dropped) / max(seen, 1),
+    }
     if not kept:  # nothing carried a signal: train on the last batch (its advantages are all zero)
         return prompts, rollout, scores, info
     prompts = [p for part in kept for p in part[0]][: want * G]
@@ -83,27 +98,37 @@ def sample_with_filter(ctx: RunContext, examples: list[Example], temperature: fl
 def uses_batch_statistics(a: AlgorithmConfig) -> bool:
     """Whether the advantage estimator reads statistics of the whole batch, not only of each group."""
     return a.adv_estimator in ("reinforce_pp", "reinforce_pp_baseline") or (
-        a.adv_estimator == "grpo" and a.scale_rewards == "batch")
+        a.adv_estimator == "grpo" and a.scale_rewards == "batch"
+    )
 
 
 def batch_advantages(accelerator, rewards: torch.Tensor, group_size: int, a: AlgorithmConfig) -> torch.Tensor:
     """This process's advantages [N_local]; batch-level statistics (scale_rewards=batch, reinforce++)
     are taken over the global batch, all processes' rewards, as a single process would take them."""
+
     def advantages(r: torch.Tensor) -> torch.Tensor:
-        return compute_advantages(r, group_size, estimator=a.adv_estimator, scale_rewards=a.scale_rewards, eps=a.adv_eps)
+        return compute_advantages(
+            r, group_size, estimator=a.adv_estimator, scale_rewards=a.scale_rewards, eps=a.adv_eps
+        )
 
     if accelerator.num_processes == 1 or not uses_batch_statistics(a):
         return advantages(rewards)  # groups are whole on each process: nothing to gather
     from accelerate.utils import gather_object
 
     parts = gather_object([rewards.tolist()])  # one list per process, in rank order (sizes may differ)
-    start = sum(len(part) for part in parts[:accelerator.process_index])
+    start = sum(len(part) for part in parts[: accelerator.process_index])
     everything = torch.tensor([r for part in parts for r in part], dtype=rewards.dtype, device=rewards.device)
-    return advantages(everything)[start:start + rewards.numel()]
+    return advantages(everything)[start : start + rewards.numel()]
 
 
-def grpo_step(ctx: RunContext, batch: Sequence[Example], step: int, optimizer, scheduler,
-              refill: Optional[Callable[[], Sequence[Example]]] = None) -> tuple[dict[str, float], list[dict]]:
+def grpo_step(
+    ctx: RunContext,
+    batch: Sequence[Example],
+    step: int,
+    optimizer,
+    scheduler,
+    refill: Callable[[], Sequence[Example]] | None = None,
+) -> tuple[dict[str, float], list[dict]]:
     """One GRPO step on this process's share of `batch` (num_iterations optimizer updates).
 
     `refill` draws another global batch of prompts (dynamic sampling). Returns (metrics, sample rows).
@@ -153,18 +178,31 @@ def grpo_step(ctx: RunContext, batch: Sequence[Example], step: int, optimizer, s
         for rows in parts:
             with acc.accumulate(ctx.policy):
                 part = take(rollout, rows)
-                logp, entropy = logprobs_and_entropy(ctx.policy, part, temperature, with_grad_entropy=a.entropy_coef > 0)
+                logp, entropy = logprobs_and_entropy(
+                    ctx.policy, part, temperature, with_grad_entropy=a.entropy_coef > 0
+                )
                 token_weights = None
                 if a.top_entropy_quantile < 1:
                     token_weights = top_entropy_token_mask(entropy.detach(), mask[rows], a.top_entropy_quantile).float()
                 loss, stats = policy_loss(
-                    logp, old_logp[rows] if old_logp is not None else logp.detach(), advantages[rows], mask[rows],
-                    clip_low=a.clip_range, clip_high=a.clip_range_high, dual_clip=a.dual_clip, ratio_level=a.ratio_level,
-                    loss_agg=a.loss_agg, max_completion_length=ctx.max_new_tokens,
+                    logp,
+                    old_logp[rows] if old_logp is not None else logp.detach(),
+                    advantages[rows],
+                    mask[rows],
+                    clip_low=a.clip_range,
+                    clip_high=a.clip_range_high,
+                    dual_clip=a.dual_clip,
+                    ratio_level=a.ratio_level,
+                    loss_agg=a.loss_agg,
+                    max_completion_length=ctx.max_new_tokens,
                     ref_logp=ref_logp[rows] if (ref_logp is not None and a.use_kl_loss) else None,
-                    kl_beta=kl_beta if a.use_kl_loss else 0.0, kl_estimator=a.kl_estimator,
-                    kl_bias_correction=a.kl_bias_correction, entropy=entropy,
-                    entropy_coef=a.entropy_coef, token_weights=token_weights)
+                    kl_beta=kl_beta if a.use_kl_loss else 0.0,
+                    kl_estimator=a.kl_estimator,
+                    kl_bias_correction=a.kl_bias_correction,
+                    entropy=entropy,
+                    entropy_coef=a.entropy_coef,
+                    token_weights=token_weights,
+                )
                 finite = finite and math.isfinite(loss.item())
                 grad_norm, stepped = update(ctx, loss, optimizer, scheduler, finite)
             for k, v in stats.items():
@@ -215,5 +253,8 @@ def grpo_step(ctx: RunContext, batch: Sequence[Example], step: int, optimizer, s
     }
     if kl_penalty is not None:
         metrics["train/kl"] = gathered(kl_penalty).mean().item()
-    samples = [{"prompt": p, "completion": c, "reward": float(r)} for p, c, r in zip(prompts, rollout.texts, scores.total.tolist())]
+    samples = [
+        {"prompt": p, "completion": c, "reward": float(r)}
+        for p, c, r in zip(prompts, rollout.texts, scores.total.tolist())
+    ]
     return metrics, samples

@@ -14,7 +14,7 @@ a group's remaining weights are renormalised.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -34,7 +34,9 @@ def rollout_from_texts(ctx: RunContext, prompts: list[str], texts: list[str]) ->
     width = max(len(x) for x in ids)
     completion_ids = torch.tensor([x + [tok.pad_token_id] * (width - len(x)) for x in ids])
     mask, truncated = completion_masks(completion_ids, tok.eos_token_id)
-    return Rollout(prompt_ids, prompt_mask, completion_ids.to(device), mask.to(device), truncated.to(device), list(texts))
+    return Rollout(
+        prompt_ids, prompt_mask, completion_ids.to(device), mask.to(device), truncated.to(device), list(texts)
+    )
 
 
 def candidates(ctx: RunContext, examples: Sequence[Example]) -> tuple[list[str], Rollout, int]:
@@ -42,14 +44,21 @@ def candidates(ctx: RunContext, examples: Sequence[Example]) -> tuple[list[str],
     if rce.candidates == "task":
         space = ctx.task.answer_space
         if not space:
-            raise ConfigError("algorithm.rce.candidates", "task", f"task '{ctx.task.name}' has no finite answer space; use 'policy'")
+            raise ConfigError(
+                "algorithm.rce.candidates", "task", f"task '{ctx.task.name}' has no finite answer space; use 'policy'"
+            )
         prompts = repeat_prompts([ex.prompt for ex in examples], len(space))
         return prompts, rollout_from_texts(ctx, prompts, list(space) * len(examples)), len(space)
     k = rce.num_candidates
     prompts = repeat_prompts([ex.prompt for ex in examples], k)
     gen = ctx.cfg.generation
-    rollout = ctx.engine.generate(ctx.sampler_model, prompts, SamplingParams(
-        max_new_tokens=ctx.max_new_tokens, temperature=gen.temperature or 1.0, top_p=gen.top_p, top_k=gen.top_k))
+    rollout = ctx.engine.generate(
+        ctx.sampler_model,
+        prompts,
+        SamplingParams(
+            max_new_tokens=ctx.max_new_tokens, temperature=gen.temperature or 1.0, top_p=gen.top_p, top_k=gen.top_k
+        ),
+    )
     return prompts, rollout, k
 
 
@@ -77,7 +86,9 @@ def kept_candidates(ctx: RunContext, scores, real: torch.Tensor | None) -> torch
     if rce.drop_incorrect_below is not None:
         c = scores.components
         quality = c.get("beam_score", c.get("quality", scores.total))
-        passed = filter_candidates(scores.total, c["correctness"], quality=quality, drop_incorrect_below=rce.drop_incorrect_below)
+        passed = filter_candidates(
+            scores.total, c["correctness"], quality=quality, drop_incorrect_below=rce.drop_incorrect_below
+        )
         keep = passed if keep is None else keep & passed
     return keep
 
@@ -102,8 +113,13 @@ def rce_step(ctx: RunContext, batch: Sequence[Example], optimizer, scheduler) ->
         with acc.accumulate(ctx.policy):
             part = take(rollout, rows)
             logp = sequence_logprobs(ctx.policy, part, 1.0)
-            loss = rce_loss(logp, part.completion_mask, weights[rows], length_normalize=cfg.algorithm.rce.length_normalize,
-                            num_groups=len(examples) / len(parts))
+            loss = rce_loss(
+                logp,
+                part.completion_mask,
+                weights[rows],
+                length_normalize=cfg.algorithm.rce.length_normalize,
+                num_groups=len(examples) / len(parts),
+            )
             finite = finite and math.isfinite(loss.item())
             grad_norm, stepped = update(ctx, loss, optimizer, scheduler, finite)
         total_loss += loss.item() / len(parts)

@@ -15,7 +15,7 @@ constructors; fields left at ``None`` mean "Optuna's default".
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
@@ -30,7 +30,7 @@ DEFAULT_STORAGE = "sqlite:///${hydra.runtime.cwd}/outputs/optuna.db"
 @dataclass
 class SamplerConfig:
     _target_: str = "optuna.samplers.TPESampler"
-    seed: Optional[int] = None
+    seed: int | None = None
 
 
 @dataclass
@@ -38,15 +38,15 @@ class TPESamplerConfig(SamplerConfig):
     """https://optuna.readthedocs.io/en/stable/reference/samplers/generated/optuna.samplers.TPESampler.html"""
 
     _target_: str = "optuna.samplers.TPESampler"
-    consider_prior: Optional[bool] = None
-    prior_weight: Optional[float] = None
-    consider_magic_clip: Optional[bool] = None
-    consider_endpoints: Optional[bool] = None
+    consider_prior: bool | None = None
+    prior_weight: float | None = None
+    consider_magic_clip: bool | None = None
+    consider_endpoints: bool | None = None
     n_startup_trials: int = 10
     n_ei_candidates: int = 24
-    multivariate: Optional[bool] = None
+    multivariate: bool | None = None
     group: bool = False
-    warn_independent_sampling: Optional[bool] = None
+    warn_independent_sampling: bool | None = None
     constant_liar: bool = True
 
 
@@ -67,29 +67,29 @@ class GridSamplerConfig(SamplerConfig):
 @dataclass
 class CmaEsSamplerConfig(SamplerConfig):
     _target_: str = "optuna.samplers.CmaEsSampler"
-    x0: Optional[Dict[str, Any]] = None
-    sigma0: Optional[float] = None
+    x0: dict[str, Any] | None = None
+    sigma0: float | None = None
     n_startup_trials: int = 1
-    independent_sampler: Optional[Any] = None
+    independent_sampler: Any | None = None
     warn_independent_sampling: bool = True
     consider_pruned_trials: bool = False
-    restart_strategy: Optional[str] = None
-    popsize: Optional[int] = None
+    restart_strategy: str | None = None
+    popsize: int | None = None
     inc_popsize: int = -1
     use_separable_cma: bool = False
     with_margin: bool = False
     lr_adapt: bool = False
-    source_trials: Optional[Any] = None
+    source_trials: Any | None = None
 
 
 @dataclass
 class NSGAIISamplerConfig(SamplerConfig):
     _target_: str = "optuna.samplers.NSGAIISampler"
     population_size: int = 50
-    mutation_prob: Optional[float] = None
+    mutation_prob: float | None = None
     crossover_prob: float = 0.9
     swapping_prob: float = 0.5
-    constraints_func: Optional[Any] = None
+    constraints_func: Any | None = None
 
 
 @dataclass
@@ -97,7 +97,7 @@ class QMCSamplerConfig(SamplerConfig):
     _target_: str = "optuna.samplers.QMCSampler"
     qmc_type: str = "sobol"
     scramble: bool = False
-    independent_sampler: Optional[Any] = None
+    independent_sampler: Any | None = None
     warn_asynchronous_seeding: bool = True
     warn_independent_sampling: bool = True
 
@@ -105,7 +105,7 @@ class QMCSamplerConfig(SamplerConfig):
 @dataclass
 class GPSamplerConfig(SamplerConfig):
     _target_: str = "optuna.samplers.GPSampler"
-    independent_sampler: Optional[Any] = None
+    independent_sampler: Any | None = None
     n_startup_trials: int = 10
     deterministic_objective: bool = False
     warn_independent_sampling: bool = True
@@ -155,18 +155,16 @@ class OptunaSweeperConf:
     """`hydra.sweeper` when `hydra/sweeper=optuna`. See grpo/sweep/sweeper.py for semantics."""
 
     _target_: str = SWEEPER_TARGET
-    defaults: List[Any] = field(
-        default_factory=lambda: ["_self_", {"sampler": "tpe"}, {"pruner": "none"}]
-    )
+    defaults: list[Any] = field(default_factory=lambda: ["_self_", {"sampler": "tpe"}, {"pruner": "none"}])
 
     sampler: Any = None
     # "minimize" | "maximize" | a list of them (multi-objective; no pruning then)
     direction: Any = "minimize"
     # null: "<job name>" or "<job name>-<sweep choice>" (e.g. "run-rce_grpo"), so re-running
     # the same command resumes the same study
-    study_name: Optional[str] = None
+    study_name: str | None = None
     # any Optuna RDB URL; null means DEFAULT_STORAGE
-    storage: Optional[str] = DEFAULT_STORAGE
+    storage: str | None = DEFAULT_STORAGE
     # the study is run until it holds n_trials finished (COMPLETE/PRUNED/FAIL) trials
     n_trials: int = 20
     # trials per batch handed to the launcher (run at once by a parallel launcher)
@@ -174,9 +172,9 @@ class OptunaSweeperConf:
     # stop when failed trials exceed this fraction of the trials this invocation plans to run
     max_failure_rate: float = 0.0
     # key -> Hydra sweep syntax (choice/range/interval/tag/shuffle) or a fixed value
-    params: Optional[Dict[str, Any]] = None
+    params: dict[str, Any] | None = None
     # dotpath of a callable(cfg, trial) that suggests more params with trial.suggest_*
-    custom_search_space: Optional[str] = None
+    custom_search_space: str | None = None
 
     # --- additions over hydra-optuna-sweeper
     pruner: Any = None
@@ -188,10 +186,10 @@ class OptunaSweeperConf:
     # SQLite busy timeout (seconds) for the sweeper and the trials' reporters
     storage_timeout: float = 30.0
     # removed in hydra-optuna-sweeper 1.4; kept only to give a clear error
-    search_space: Optional[Dict[str, Any]] = None
+    search_space: dict[str, Any] | None = None
 
 
-SAMPLERS: Dict[str, type] = {
+SAMPLERS: dict[str, type] = {
     "tpe": TPESamplerConfig,
     "random": RandomSamplerConfig,
     "grid": GridSamplerConfig,
@@ -201,7 +199,7 @@ SAMPLERS: Dict[str, type] = {
     "gp": GPSamplerConfig,
 }
 
-PRUNERS: Dict[str, type] = {
+PRUNERS: dict[str, type] = {
     "none": NopPrunerConfig,
     "median": MedianPrunerConfig,
     "successive_halving": SuccessiveHalvingPrunerConfig,

@@ -33,16 +33,17 @@ from __future__ import annotations
 import decimal
 import functools
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set
+from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import (
     ChoiceSweep,
     IntervalSweep,
     Override,
-    QuotedString,
     Quote,
+    QuotedString,
     RangeSweep,
     Transformer,
 )
@@ -93,9 +94,7 @@ def format_value(value: Any) -> str:
     if isinstance(value, str):
         try:
             parsed = _parser().parse_override(f"k={value}")
-            if not parsed.is_sweep_override() and parsed.value() == value and isinstance(
-                parsed.value(), str
-            ):
+            if not parsed.is_sweep_override() and parsed.value() == value and isinstance(parsed.value(), str):
                 return value
         except Exception:  # noqa: BLE001 - anything that does not parse gets quoted
             pass
@@ -127,9 +126,7 @@ def _range_distribution(value: RangeSweep) -> BaseDistribution:
             )
         return FloatDistribution(float(low), float(high), step=float(step))
     if log and step != 1:
-        raise HydraException(
-            "tag(log, range(...)) needs step=1: Optuna's log-scaled ints take no step"
-        )
+        raise HydraException("tag(log, range(...)) needs step=1: Optuna's log-scaled ints take no step")
     if log:
         return IntDistribution(int(low), int(high), log=True)
     return IntDistribution(int(low), int(high), step=int(step))
@@ -160,23 +157,19 @@ def _choice_values(override: Override) -> tuple[list[Any], bool]:
     return [Transformer.str(v) for v in values], True
 
 
-def distribution_from_override(override: Override) -> Optional[BaseDistribution]:
+def distribution_from_override(override: Override) -> BaseDistribution | None:
     """The Optuna distribution of a sweep override, or None for a plain (fixed) override."""
     if not override.is_sweep_override():
         return None
     value = override.value()
-    if override.is_choice_sweep() or (
-        isinstance(value, RangeSweep) and value.shuffle
-    ):
+    if override.is_choice_sweep() or (isinstance(value, RangeSweep) and value.shuffle):
         choices, _ = _choice_values(override)
         return CategoricalDistribution(choices)
     if isinstance(value, RangeSweep):
         return _range_distribution(value)
     if isinstance(value, IntervalSweep):
         return _interval_distribution(value)
-    raise HydraException(
-        f"{override.input_line}: this sweep type is not supported by the Optuna sweeper"
-    )
+    raise HydraException(f"{override.input_line}: this sweep type is not supported by the Optuna sweeper")
 
 
 @dataclass
@@ -187,20 +180,20 @@ class SearchSpace:
     is always ``f"{key}={value}"``.
     """
 
-    distributions: Dict[str, BaseDistribution] = field(default_factory=dict)
-    fixed: Dict[str, str] = field(default_factory=dict)
-    deletions: List[str] = field(default_factory=list)
-    raw: Set[str] = field(default_factory=set)
+    distributions: dict[str, BaseDistribution] = field(default_factory=dict)
+    fixed: dict[str, str] = field(default_factory=dict)
+    deletions: list[str] = field(default_factory=list)
+    raw: set[str] = field(default_factory=set)
 
-    def fixed_overrides(self) -> List[str]:
+    def fixed_overrides(self) -> list[str]:
         return [f"{k}={v}" for k, v in self.fixed.items()] + list(self.deletions)
 
-    def overrides_for(self, params: Mapping[str, Any]) -> List[str]:
+    def overrides_for(self, params: Mapping[str, Any]) -> list[str]:
         """The overrides of one trial: fixed values, deletions, then the trial's params."""
         return self.fixed_overrides() + params_to_overrides(params, raw=self.raw)
 
 
-def params_to_overrides(params: Mapping[str, Any], raw: Iterable[str] = ()) -> List[str]:
+def params_to_overrides(params: Mapping[str, Any], raw: Iterable[str] = ()) -> list[str]:
     raw = set(raw)
     return [f"{k}={v if k in raw else format_value(v)}" for k, v in params.items()]
 
@@ -221,7 +214,7 @@ def _raw_value(ov: Override) -> str:
 
 
 def parse_search_space(
-    params: Optional[Mapping[str, Any]],
+    params: Mapping[str, Any] | None,
     arguments: Sequence[str] = (),
     config_loader: Any = None,
 ) -> SearchSpace:
@@ -234,7 +227,7 @@ def parse_search_space(
 
     # One entry per config key; a later override of the same key replaces an earlier one,
     # whatever its prefix (+, ++) or kind (sweep or fixed).
-    merged: Dict[str, Override] = {}
+    merged: dict[str, Override] = {}
     for ov in overrides:
         ident = ov.key_or_group if ov.package is None else f"{ov.key_or_group}@{ov.package}"
         merged.pop(ident, None)
@@ -252,13 +245,12 @@ def parse_search_space(
             space.fixed[name] = _raw_value(ov)
         else:
             space.distributions[name] = dist
-            if isinstance(dist, CategoricalDistribution):
-                if _choice_values(ov)[1]:
-                    space.raw.add(name)
+            if isinstance(dist, CategoricalDistribution) and _choice_values(ov)[1]:
+                space.raw.add(name)
     return space
 
 
-def _float_grid(low: float, high: float, step: float) -> List[float]:
+def _float_grid(low: float, high: float, step: float) -> list[float]:
     lo, hi, st = (decimal.Decimal(repr(v)) for v in (low, high, step))
     out = []
     cur = lo
@@ -268,7 +260,7 @@ def _float_grid(low: float, high: float, step: float) -> List[float]:
     return out
 
 
-def grid_choices(distribution: BaseDistribution, name: str = "?") -> List[Any]:
+def grid_choices(distribution: BaseDistribution, name: str = "?") -> list[Any]:
     """The values GridSampler walks for one distribution (discrete ones only)."""
     if isinstance(distribution, CategoricalDistribution):
         return list(distribution.choices)

@@ -49,8 +49,9 @@ import os
 import shlex
 import sys
 import traceback
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.errors import CompactHydraException
@@ -81,10 +82,7 @@ def _to_plain(obj: Any) -> Any:
 
 
 def _is_trial_pruned(exc: BaseException) -> bool:
-    return any(
-        c.__name__ == "TrialPruned" and c.__module__.startswith("optuna")
-        for c in type(exc).__mro__
-    )
+    return any(c.__name__ == "TrialPruned" and c.__module__.startswith("optuna") for c in type(exc).__mro__)
 
 
 def _tell(study: Any, trial: Any, **kwargs: Any) -> None:
@@ -115,18 +113,18 @@ class OptunaSweeper(Sweeper):
         self,
         sampler: Any = None,
         direction: Any = "minimize",
-        study_name: Optional[str] = None,
-        storage: Optional[str] = None,
+        study_name: str | None = None,
+        storage: str | None = None,
         n_trials: int = 20,
         n_jobs: int = 1,
         max_failure_rate: float = 0.0,
-        params: Optional[Mapping[str, Any]] = None,
-        custom_search_space: Optional[str] = None,
+        params: Mapping[str, Any] | None = None,
+        custom_search_space: str | None = None,
         pruner: Any = None,
         load_if_exists: bool = True,
         fail_stale_trials: bool = True,
         storage_timeout: float = 30.0,
-        search_space: Optional[Mapping[str, Any]] = None,
+        search_space: Mapping[str, Any] | None = None,
     ) -> None:
         if search_space:
             raise ValueError(
@@ -138,9 +136,7 @@ class OptunaSweeper(Sweeper):
         if int(n_jobs) < 1:
             raise ValueError(f"hydra.sweeper.n_jobs must be >= 1, got {n_jobs}")
         if not 0.0 <= float(max_failure_rate) <= 1.0:
-            raise ValueError(
-                f"hydra.sweeper.max_failure_rate must be in [0, 1], got {max_failure_rate}"
-            )
+            raise ValueError(f"hydra.sweeper.max_failure_rate must be in [0, 1], got {max_failure_rate}")
         self.sampler = sampler
         self.direction = _to_plain(direction)
         self.study_name = study_name
@@ -148,24 +144,24 @@ class OptunaSweeper(Sweeper):
         self.n_trials = int(n_trials)
         self.n_jobs = int(n_jobs)
         self.max_failure_rate = float(max_failure_rate)
-        self.params: Dict[str, Any] = dict(_to_plain(params) or {})
+        self.params: dict[str, Any] = dict(_to_plain(params) or {})
         self.custom_search_space = custom_search_space
         self.pruner = pruner
         self.load_if_exists = bool(load_if_exists)
         self.fail_stale_trials = bool(fail_stale_trials)
         self.storage_timeout = float(storage_timeout)
 
-        self.hydra_context: Optional[HydraContext] = None
-        self.config: Optional[DictConfig] = None
+        self.hydra_context: HydraContext | None = None
+        self.config: DictConfig | None = None
         self.launcher: Any = None
-        self.pruner_config: Optional[Dict[str, Any]] = None
-        self.sampler_config: Optional[Dict[str, Any]] = None
-        self.storage_url: Optional[str] = None
-        self.resolved_study_name: Optional[str] = None
-        self.directions: List[str] = []
-        self.results: Dict[str, Any] = {}
-        self.rerun_command: Optional[str] = None
-        self._mlflow: Optional[Tuple[Any, str]] = None  # (client, parent run id)
+        self.pruner_config: dict[str, Any] | None = None
+        self.sampler_config: dict[str, Any] | None = None
+        self.storage_url: str | None = None
+        self.resolved_study_name: str | None = None
+        self.directions: list[str] = []
+        self.results: dict[str, Any] = {}
+        self.rerun_command: str | None = None
+        self._mlflow: tuple[Any, str] | None = None  # (client, parent run id)
 
     # ------------------------------------------------------------------ Hydra API
     def setup(
@@ -191,7 +187,7 @@ class OptunaSweeper(Sweeper):
         self.storage_url = self._resolve_storage(self.storage)
         self.resolved_study_name = self.study_name or self._default_study_name()
 
-    def sweep(self, arguments: List[str]) -> List[Sequence[JobReturn]]:
+    def sweep(self, arguments: list[str]) -> list[Sequence[JobReturn]]:
         import optuna
         from optuna.trial import TrialState
 
@@ -203,9 +199,7 @@ class OptunaSweeper(Sweeper):
         study_name = self.resolved_study_name
         assert study_name is not None
 
-        space = ss.parse_search_space(
-            self.params, arguments, config_loader=self.hydra_context.config_loader
-        )
+        space = ss.parse_search_space(self.params, arguments, config_loader=self.hydra_context.config_loader)
         custom = self._load_custom_search_space()
         if not space.distributions and custom is None:
             log.warning("Optuna sweeper: no sweep parameter in params or on the command line")
@@ -264,18 +258,15 @@ class OptunaSweeper(Sweeper):
         )
         log.info("Search space: %s", {k: str(v) for k, v in space.distributions.items()})
 
-        returns: List[Sequence[JobReturn]] = []
+        returns: list[Sequence[JobReturn]] = []
         failures = 0
         ran = 0
-        last_failure: Optional[str] = None
+        last_failure: str | None = None
         status = "FINISHED"
         try:
             while ran < planned:
                 batch_size = min(self.n_jobs, planned - ran)
-                trials = [
-                    study.ask(fixed_distributions=dict(space.distributions))
-                    for _ in range(batch_size)
-                ]
+                trials = [study.ask(fixed_distributions=dict(space.distributions)) for _ in range(batch_size)]
                 in_flight = list(trials)
                 try:
                     batch = [self._job_overrides(t, space, custom) for t in trials]
@@ -289,8 +280,7 @@ class OptunaSweeper(Sweeper):
                             last_failure = f"trial {trial.number}: {reason}"
                 except Exception as e:  # composition error, launcher crash, ...
                     for trial in in_flight:
-                        self._abandon(study, trial.number, f"{type(e).__name__}: {e}",
-                                      interrupted=False)
+                        self._abandon(study, trial.number, f"{type(e).__name__}: {e}", interrupted=False)
                     raise
                 except BaseException:  # Ctrl-C: the trials get another chance on resume
                     for trial in in_flight:
@@ -325,16 +315,14 @@ class OptunaSweeper(Sweeper):
 
     # ------------------------------------------------------------------ settings
     @staticmethod
-    def _parse_directions(direction: Any) -> List[str]:
+    def _parse_directions(direction: Any) -> list[str]:
         items = list(direction) if isinstance(direction, (list, tuple)) else [direction]
         out = []
         for d in items:
             name = getattr(d, "name", d)
             name = str(name).lower()
             if name not in ("minimize", "maximize"):
-                raise ValueError(
-                    f"hydra.sweeper.direction: '{d}' is not minimize or maximize"
-                )
+                raise ValueError(f"hydra.sweeper.direction: '{d}' is not minimize or maximize")
             out.append(name)
         if not out:
             raise ValueError("hydra.sweeper.direction is empty")
@@ -344,13 +332,13 @@ class OptunaSweeper(Sweeper):
         assert self.config is not None
         return str(OmegaConf.select(self.config, "hydra.runtime.cwd") or os.getcwd())
 
-    def _resolve_storage(self, storage: Optional[str]) -> str:
+    def _resolve_storage(self, storage: str | None) -> str:
         """The storage URL every process uses: relative SQLite paths made absolute (jobs
         may chdir) and the SQLite file's folder created."""
         cwd = self._cwd()
         url = str(storage) if storage else f"{_SQLITE_PREFIX}{cwd}/outputs/optuna.db"
         if url.startswith(_SQLITE_PREFIX):
-            path = url[len(_SQLITE_PREFIX):]
+            path = url[len(_SQLITE_PREFIX) :]
             if path and not path.startswith(":memory:") and not path.startswith("file:"):
                 db, sep, query = path.partition("?")
                 p = Path(db)
@@ -373,7 +361,7 @@ class OptunaSweeper(Sweeper):
 
         return get_method(self.custom_search_space)
 
-    def _build_sampler(self, space: Any, seed_offset: int = 0) -> Tuple[Any, Optional[int]]:
+    def _build_sampler(self, space: Any, seed_offset: int = 0) -> tuple[Any, int | None]:
         """The sampler and, for a grid, its size. A resumed study (seed_offset = trials it
         already has) gets seed + seed_offset, so that a seeded sampler does not draw the
         first run's points again, and the resumed run is still reproducible."""
@@ -419,7 +407,7 @@ class OptunaSweeper(Sweeper):
 
     # ------------------------------------------------------------------ trials
     @staticmethod
-    def _counts(study: Any) -> Dict[str, int]:
+    def _counts(study: Any) -> dict[str, int]:
         from optuna.trial import TrialState
 
         c = {"complete": 0, "pruned": 0, "failed": 0, "interrupted": 0, "running": 0}
@@ -450,12 +438,8 @@ class OptunaSweeper(Sweeper):
                 return
             storage = study._storage
             if interrupted:
-                retry_on_lock(
-                    lambda: storage.set_trial_user_attr(frozen._trial_id, "interrupted", True)
-                )
-            retry_on_lock(
-                lambda: storage.set_trial_user_attr(frozen._trial_id, "fail_reason", why[:2000])
-            )
+                retry_on_lock(lambda: storage.set_trial_user_attr(frozen._trial_id, "interrupted", True))
+            retry_on_lock(lambda: storage.set_trial_user_attr(frozen._trial_id, "fail_reason", why[:2000]))
             _tell(study, number, state=TrialState.FAIL)
             run_id = frozen.user_attrs.get("mlflow_run_id")
             if run_id and self._mlflow:  # the killed job could not close its own MLflow run
@@ -474,7 +458,7 @@ class OptunaSweeper(Sweeper):
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             self._abandon(study, t.number, "left RUNNING by an earlier sweep process that stopped")
 
-    def _protocol_overrides(self, number: int) -> List[str]:
+    def _protocol_overrides(self, number: int) -> list[str]:
         from grpo.sweep.search_space import format_value
 
         assert self.storage_url is not None and self.resolved_study_name is not None
@@ -493,7 +477,7 @@ class OptunaSweeper(Sweeper):
             out.append(f"{p}.pruner={format_value(self.pruner_config)}")
         return out
 
-    def _mlflow_overrides(self, number: int) -> List[str]:
+    def _mlflow_overrides(self, number: int) -> list[str]:
         from grpo.sweep.search_space import format_value
 
         if self._mlflow is None:
@@ -505,7 +489,7 @@ class OptunaSweeper(Sweeper):
             f"++logger.tags.optuna_trial={format_value(str(number))}",
         ]
 
-    def _job_overrides(self, trial: Any, space: Any, custom: Any) -> List[str]:
+    def _job_overrides(self, trial: Any, space: Any, custom: Any) -> list[str]:
         for key, value in space.fixed.items():
             trial.set_user_attr(key, value)
         if custom is not None:
@@ -516,7 +500,7 @@ class OptunaSweeper(Sweeper):
             + self._mlflow_overrides(trial.number)
         )
 
-    def _values(self, value: Any) -> Tuple[Optional[List[float]], Optional[str]]:
+    def _values(self, value: Any) -> tuple[list[float] | None, str | None]:
         """(values, None) for a usable objective, else (None, why not)."""
         n = len(self.directions)
         if value is None:
@@ -535,7 +519,7 @@ class OptunaSweeper(Sweeper):
             out.append(f)
         return out, None
 
-    def _record(self, study: Any, trial: Any, ret: JobReturn) -> Tuple[Any, str]:
+    def _record(self, study: Any, trial: Any, ret: JobReturn) -> tuple[Any, str]:
         from optuna.trial import TrialState
 
         from grpo.sweep.trial import retry_on_lock
@@ -544,7 +528,7 @@ class OptunaSweeper(Sweeper):
         if output_dir:
             retry_on_lock(lambda: trial.set_user_attr("output_dir", str(output_dir)))
 
-        values: Optional[List[float]] = None
+        values: list[float] | None = None
         reason = ""
         if ret.status == JobStatus.COMPLETED:
             values, why = self._values(ret._return_value)
@@ -584,12 +568,10 @@ class OptunaSweeper(Sweeper):
         return state, reason
 
     # ------------------------------------------------------------------ MLflow
-    def _job_config(self, space: Any) -> Optional[DictConfig]:
+    def _job_config(self, space: Any) -> DictConfig | None:
         assert self.hydra_context is not None and self.config is not None
         try:
-            cfg = self.hydra_context.config_loader.load_sweep_config(
-                self.config, list(space.fixed_overrides())
-            )
+            cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(space.fixed_overrides()))
         except Exception as e:  # noqa: BLE001 - validate_batch_is_legal reports it properly
             log.debug("could not compose the job config: %s", e)
             return None
@@ -662,7 +644,7 @@ class OptunaSweeper(Sweeper):
             client.set_terminated(run_id, status=status)
 
     # ------------------------------------------------------------------ results
-    def _command_prefix(self) -> List[str]:
+    def _command_prefix(self) -> list[str]:
         orig = list(getattr(sys, "orig_argv", []) or [])
         n_args = len(sys.argv) - 1
         if orig and len(orig) > n_args:
@@ -679,7 +661,7 @@ class OptunaSweeper(Sweeper):
         from grpo.sweep.trial import mask_url
 
         try:
-            results: Dict[str, Any] = {"name": "optuna"}
+            results: dict[str, Any] = {"name": "optuna"}
             complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             if len(self.directions) == 1:
                 if complete:
@@ -689,9 +671,7 @@ class OptunaSweeper(Sweeper):
                     results["best_trial"] = best.number
                     args = space.fixed_overrides() + params_to_overrides(best.params, space.raw)
                     args.append("hydra.mode=RUN")
-                    self.rerun_command = " ".join(
-                        shlex.quote(a) for a in self._command_prefix() + args
-                    )
+                    self.rerun_command = " ".join(shlex.quote(a) for a in self._command_prefix() + args)
                     results["command"] = self.rerun_command
                     log.info("Best trial: #%d, value %s", best.number, best.value)
                     log.info(
@@ -705,8 +685,7 @@ class OptunaSweeper(Sweeper):
                     log.warning("No trial completed: no best trial")
             else:
                 results["solutions"] = [
-                    {"number": t.number, "params": dict(t.params), "values": list(t.values)}
-                    for t in study.best_trials
+                    {"number": t.number, "params": dict(t.params), "values": list(t.values)} for t in study.best_trials
                 ]
                 log.info("Number of Pareto-optimal trials: %d", len(results["solutions"]))
                 for t in study.best_trials:

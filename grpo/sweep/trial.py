@@ -37,7 +37,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any, Callable, Dict, Mapping, NoReturn, Optional, Sequence, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NoReturn, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ PROTOCOL_KEY = "optuna_trial"
 
 
 # --------------------------------------------------------------------------- storage
-_STORAGES: Dict[tuple, Any] = {}
+_STORAGES: dict[tuple, Any] = {}
 
 
 def make_storage(url: str, timeout: float = 30.0, skip_table_creation: bool = False) -> Any:
@@ -63,15 +64,13 @@ def make_storage(url: str, timeout: float = 30.0, skip_table_creation: bool = Fa
 def _new_storage(url: str, timeout: float, skip_table_creation: bool) -> Any:
     import optuna
 
-    engine_kwargs: Dict[str, Any] = {}
+    engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         engine_kwargs["connect_args"] = {"timeout": float(timeout)}
     # Two processes creating the tables of a fresh database at once: the loser sees
     # "table ... already exists"; on retry the tables are there.
     return retry_on_lock(
-        lambda: optuna.storages.RDBStorage(
-            url, engine_kwargs=engine_kwargs, skip_table_creation=skip_table_creation
-        ),
+        lambda: optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, skip_table_creation=skip_table_creation),
         also=("already exists",),
     )
 
@@ -87,9 +86,7 @@ def _is_lock_error(exc: BaseException, also: Sequence[str] = ()) -> bool:
     return any(m in text for m in (*_LOCK_MESSAGES, *also))
 
 
-def retry_on_lock(
-    fn: Callable[[], T], attempts: int = 6, delay: float = 0.5, also: Sequence[str] = ()
-) -> T:
+def retry_on_lock(fn: Callable[[], T], attempts: int = 6, delay: float = 0.5, also: Sequence[str] = ()) -> T:
     """Call fn, retrying with back-off when SQLite reports a lock (beyond its busy timeout)
     or one of the `also` messages."""
     for i in range(attempts):
@@ -124,7 +121,7 @@ class TrialReporter:
         study_name: str,
         storage: str,
         number: int,
-        pruner: Optional[Mapping[str, Any]] = None,
+        pruner: Mapping[str, Any] | None = None,
         direction: Any = None,
         storage_timeout: float = 30.0,
     ) -> None:
@@ -137,11 +134,11 @@ class TrialReporter:
         self._study: Any = None
         self._trial: Any = None
         self._multi_objective = False
-        self._last: Optional[tuple[int, float]] = None
+        self._last: tuple[int, float] | None = None
         self._warned = False
 
     @classmethod
-    def from_config(cls, optuna_trial_cfg: Any) -> Optional["TrialReporter"]:
+    def from_config(cls, optuna_trial_cfg: Any) -> TrialReporter | None:
         """Build from the job's ``optuna_trial`` node; None when it is null, empty or absent
         (the job is not part of an Optuna sweep)."""
         if optuna_trial_cfg is None:
@@ -188,9 +185,7 @@ class TrialReporter:
         if self._trial is None:
             import optuna
 
-            storage = make_storage(
-                self.storage, timeout=self.storage_timeout, skip_table_creation=True
-            )
+            storage = make_storage(self.storage, timeout=self.storage_timeout, skip_table_creation=True)
             # The job never samples (its params came as overrides): a RandomSampler keeps
             # Trial() from doing any sampler work.
             study = retry_on_lock(
@@ -202,9 +197,7 @@ class TrialReporter:
                 )
             )
             study_id = storage.get_study_id_from_name(self.study_name)
-            trial_id = retry_on_lock(
-                lambda: storage.get_trial_id_from_study_id_trial_number(study_id, self.number)
-            )
+            trial_id = retry_on_lock(lambda: storage.get_trial_id_from_study_id_trial_number(study_id, self.number))
             self._study = study
             self._multi_objective = len(study.directions) > 1
             self._trial = optuna.trial.Trial(study, trial_id)
@@ -258,6 +251,5 @@ class TrialReporter:
 
     def __repr__(self) -> str:
         return (
-            f"TrialReporter(study_name={self.study_name!r}, number={self.number}, "
-            f"storage={mask_url(self.storage)!r})"
+            f"TrialReporter(study_name={self.study_name!r}, number={self.number}, storage={mask_url(self.storage)!r})"
         )

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -11,7 +12,7 @@ class Example:
     prompt: str
     answer: str
     domain: str
-    tests: Optional[Sequence[str]] = None  # code domain: assertions a program must pass
+    tests: Sequence[str] | None = None  # code domain: assertions a program must pass
     meta: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
@@ -22,7 +23,7 @@ class Task:
     val: Sequence[Example]
     answer_pattern: str  # regex of a well-formed answer (format reward, answer parsing)
     # The finite answer space, when there is one (numgame: 0/1/2): RCE can score every candidate.
-    answer_space: Optional[Sequence[str]] = None
+    answer_space: Sequence[str] | None = None
 
     @property
     def domains(self) -> tuple[str, ...]:

@@ -8,7 +8,7 @@ code: "py: EXPR =" -> what Python prints for a small expression (output predicti
 from __future__ import annotations
 
 import random
-from typing import Callable
+from collections.abc import Callable
 
 from grpo.tasks.base import Example
 
@@ -54,7 +54,9 @@ GENERATORS: dict[str, Callable[[random.Random, int], Example]] = {
 }
 
 
-def generate(domain: str, count: int, rng: random.Random, max_number: int, exclude: frozenset = frozenset()) -> list[Example]:
+def generate(
+    domain: str, count: int, rng: random.Random, max_number: int, exclude: frozenset = frozenset()
+) -> list[Example]:
     """`count` distinct examples of one domain whose prompts are not in `exclude`."""
     out, seen = [], set(exclude)
     attempts = 0

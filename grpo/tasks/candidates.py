@@ -25,8 +25,9 @@ from __future__ import annotations
 import functools
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any
 
 from grpo.tasks.jsonl import DataError, iter_jsonl, resolve_path
 
@@ -43,15 +44,19 @@ class CandidateFile:
     path: str
     groups: dict[str, tuple[Candidate, ...]]  # prompt -> candidates, best score first
 
-    def top(self, prompt: str, k: Optional[int] = None) -> tuple[Candidate, ...]:
+    def top(self, prompt: str, k: int | None = None) -> tuple[Candidate, ...]:
         """The prompt's `k` best-scored candidates (all when k is None)."""
         if prompt not in self.groups:
-            raise DataError(f"{self.path}: no candidates for the prompt {prompt!r} (task.candidates_path must cover "
-                            "every train prompt)", key="task.candidates_path", value=self.path)
+            raise DataError(
+                f"{self.path}: no candidates for the prompt {prompt!r} (task.candidates_path must cover "
+                "every train prompt)",
+                key="task.candidates_path",
+                value=self.path,
+            )
         group = self.groups[prompt]
         return group if k is None else group[:k]
 
-    def lookup(self, prompt: str, text: str) -> Optional[Candidate]:
+    def lookup(self, prompt: str, text: str) -> Candidate | None:
         """The candidate of `prompt` whose text is `text` (surrounding blanks ignored), if any."""
         for cand in self.groups.get(prompt, ()):
             if cand.text.strip() == text.strip():
@@ -61,8 +66,10 @@ class CandidateFile:
     def columns(self, prompts: Sequence[str], texts: Sequence[str]) -> dict[str, list]:
         """Reward columns for completions: the file's score and label where a completion is a candidate."""
         found = [self.lookup(p, t) for p, t in zip(prompts, texts)]
-        return {"candidate_score": [c.score if c else None for c in found],
-                "candidate_correct": [c.correct if c else None for c in found]}
+        return {
+            "candidate_score": [c.score if c else None for c in found],
+            "candidate_correct": [c.correct if c else None for c in found],
+        }
 
 
 def _number(value: Any, where: str, what: str) -> float:

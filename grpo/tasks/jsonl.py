@@ -33,8 +33,9 @@ import json
 import os
 import random
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any
 
 from grpo.config.errors import ConfigError
 from grpo.config.schema import TaskConfig
@@ -92,7 +93,7 @@ def _text(value: Any, where: str, key: str) -> str:
     return value if isinstance(value, str) else str(value)
 
 
-def best_correct_candidate(obj: dict) -> Optional[str]:
+def best_correct_candidate(obj: dict) -> str | None:
     """The text of the highest-scored correct candidate of a candidates record, if any."""
     from grpo.tasks.candidates import parse_candidates
 
@@ -190,12 +191,18 @@ def validate(cfg: TaskConfig) -> tuple[str, ...]:
         raise ConfigError("task.val_fraction", cfg.val_fraction, "must be in [0, 1)")
     train, val = splits(cfg)
     if not val:
-        raise ConfigError("task.val_fraction", cfg.val_fraction,
-                          "leaves no validation records (set task.val_path, or a larger fraction of a larger file)")
+        raise ConfigError(
+            "task.val_fraction",
+            cfg.val_fraction,
+            "leaves no validation records (set task.val_path, or a larger fraction of a larger file)",
+        )
     if cfg.train_size > len(train):
-        raise ConfigError("task.train_size", cfg.train_size,
-                          f"the train split has {len(train)} records; set task.train_size={len(train)} or less "
-                          "(it caps the split, and epochs are counted from it)")
+        raise ConfigError(
+            "task.train_size",
+            cfg.train_size,
+            f"the train split has {len(train)} records; set task.train_size={len(train)} or less "
+            "(it caps the split, and epochs are counted from it)",
+        )
     if cfg.test_path:
         read_examples("task.test_path", cfg.test_path)
     return tuple(sorted({ex.domain for ex in train}))
@@ -218,11 +225,15 @@ def load_split(cfg: TaskConfig, split: str) -> list[Example]:
 
 def build_jsonl_task(cfg: TaskConfig) -> Task:
     validate(cfg)
-    return Task(name="jsonl", train=tuple(load_split(cfg, "train")), val=tuple(load_split(cfg, "val")),
-                answer_pattern=LINE_PATTERN, answer_space=None)
+    return Task(
+        name="jsonl",
+        train=tuple(load_split(cfg, "train")),
+        val=tuple(load_split(cfg, "val")),
+        answer_pattern=LINE_PATTERN,
+        answer_space=None,
+    )
 
 
-def domains(cfg: TaskConfig) -> Optional[tuple[str, ...]]:
+def domains(cfg: TaskConfig) -> tuple[str, ...] | None:
     """The domains of the train split, or None (any domain) while no train file is given."""
     return validate(cfg) if cfg.train_path else None
-

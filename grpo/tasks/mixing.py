@@ -8,7 +8,7 @@ remainders, so over many batches every domain's share is exact, not just expecte
 from __future__ import annotations
 
 import random
-from typing import Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
 
 from grpo.tasks.base import Example
 
@@ -19,7 +19,7 @@ def apportion(batch_size: int, ratios: Mapping[str, float], carry: dict[str, flo
     counts = {d: int(w) for d, w in wanted.items()}
     # Hand the seats left over to the largest remainders (ties: domain order).
     left = batch_size - sum(counts.values())
-    for d in sorted(wanted, key=lambda d: wanted[d] - counts[d], reverse=True)[:max(left, 0)]:
+    for d in sorted(wanted, key=lambda d: wanted[d] - counts[d], reverse=True)[: max(left, 0)]:
         counts[d] += 1
     for d in wanted:
         carry[d] = wanted[d] - counts[d]
@@ -27,7 +27,7 @@ def apportion(batch_size: int, ratios: Mapping[str, float], carry: dict[str, flo
 
 
 class BatchSampler:
-    def __init__(self, examples: Sequence[Example], ratios: Optional[Mapping[str, float]], seed: int):
+    def __init__(self, examples: Sequence[Example], ratios: Mapping[str, float] | None, seed: int):
         self.by_domain: dict[str, list[Example]] = {}
         for ex in examples:
             self.by_domain.setdefault(ex.domain, []).append(ex)
@@ -52,7 +52,11 @@ class BatchSampler:
         return batch
 
     def state_dict(self) -> dict:
-        return {"rng": self.rng.getstate(), "order": {d: list(o) for d, o in self.order.items()}, "carry": dict(self.carry)}
+        return {
+            "rng": self.rng.getstate(),
+            "order": {d: list(o) for d, o in self.order.items()},
+            "carry": dict(self.carry),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         rng_state = state["rng"]

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Protocol
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 from grpo.config.schema import LoggerConfig
 
 
 class Tracker(Protocol):
-    run_id: Optional[str]
+    run_id: str | None
 
     def log_params(self, params: Mapping[str, Any]) -> None: ...
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None: ...
@@ -22,17 +23,31 @@ class Tracker(Protocol):
 class NullTracker:
     run_id = None
 
-    def log_params(self, params): pass
-    def log_metrics(self, metrics, step): pass
-    def log_text(self, text, path): pass
-    def log_table(self, rows, path): pass
-    def log_artifacts(self, local_dir, path): pass
-    def set_tags(self, tags): pass
-    def finish(self, status="FINISHED"): pass
+    def log_params(self, params):
+        pass
+
+    def log_metrics(self, metrics, step):
+        pass
+
+    def log_text(self, text, path):
+        pass
+
+    def log_table(self, rows, path):
+        pass
+
+    def log_artifacts(self, local_dir, path):
+        pass
+
+    def set_tags(self, tags):
+        pass
+
+    def finish(self, status="FINISHED"):
+        pass
 
 
-def build_tracker(cfg: LoggerConfig, run_name: str, tags: Mapping[str, str], local_dir: str,
-                  resume_run_id: Optional[str] = None) -> Tracker:
+def build_tracker(
+    cfg: LoggerConfig, run_name: str, tags: Mapping[str, str], local_dir: str, resume_run_id: str | None = None
+) -> Tracker:
     """The configured backend wrapped in SafeTracker (local JSONL copy, failure-tolerant)."""
     from grpo.tracking.safe import SafeTracker
 

@@ -9,18 +9,19 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 from grpo.config.schema import LoggerConfig
 
 MAX_PARAM_LEN = 6000  # MLflow's limit on a param value
 
 
-def _artifact_root(uri: str) -> Optional[str]:
+def _artifact_root(uri: str) -> str | None:
     """Beside a SQLite store, artifacts go to `mlartifacts/` next to the .db (not ./mlruns in the cwd)."""
     if not uri.startswith("sqlite:///"):
         return None  # a server decides where its artifacts live
-    db_dir = os.path.dirname(os.path.abspath(uri[len("sqlite:///"):]))
+    db_dir = os.path.dirname(os.path.abspath(uri[len("sqlite:///") :]))
     os.makedirs(db_dir, exist_ok=True)
     return os.path.join(db_dir, "mlartifacts")
 
@@ -31,11 +32,13 @@ def experiment_id(client, uri: str, name: str) -> str:
     if experiment is not None:
         return experiment.experiment_id
     artifact_root = _artifact_root(uri)
-    return client.create_experiment(name, artifact_location=os.path.join(artifact_root, name) if artifact_root else None)
+    return client.create_experiment(
+        name, artifact_location=os.path.join(artifact_root, name) if artifact_root else None
+    )
 
 
 class MlflowTracker:
-    def __init__(self, cfg: LoggerConfig, run_name: str, tags: Mapping[str, str], resume_run_id: Optional[str] = None):
+    def __init__(self, cfg: LoggerConfig, run_name: str, tags: Mapping[str, str], resume_run_id: str | None = None):
         from mlflow.tracking import MlflowClient
         from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
@@ -64,7 +67,7 @@ class MlflowTracker:
         # Params are immutable in MLflow: a resumed run logs only the ones its run lacks.
         items = [Param(k, str(v)[:MAX_PARAM_LEN]) for k, v in params.items() if k not in self.existing_params]
         for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
-            self.client.log_batch(self.run_id, params=items[i:i + 100])
+            self.client.log_batch(self.run_id, params=items[i : i + 100])
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         from mlflow.entities import Metric
@@ -72,7 +75,7 @@ class MlflowTracker:
         now = int(time.time() * 1000)
         items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
         for i in range(0, len(items), 1000):
-            self.client.log_batch(self.run_id, metrics=items[i:i + 1000])
+            self.client.log_batch(self.run_id, metrics=items[i : i + 1000])
 
     def log_text(self, text: str, path: str) -> None:
         self.client.log_text(self.run_id, text, path)
@@ -80,7 +83,9 @@ class MlflowTracker:
     def log_table(self, rows: list[dict], path: str) -> None:
         # MLflow's table artifact format: {"columns": [...], "data": [[...], ...]}.
         columns = list(rows[0]) if rows else []
-        self.client.log_text(self.run_id, json.dumps({"columns": columns, "data": [[r[c] for c in columns] for r in rows]}), path)
+        self.client.log_text(
+            self.run_id, json.dumps({"columns": columns, "data": [[r[c] for c in columns] for r in rows]}), path
+        )
 
     def log_artifacts(self, local_dir: str, path: str) -> None:
         self.client.log_artifacts(self.run_id, local_dir, path)

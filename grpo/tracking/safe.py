@@ -12,18 +12,19 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 log = logging.getLogger("grpo")
 
 
 class SafeTracker:
-    def __init__(self, inner, local_dir: str, logged_until: Optional[dict[str, int]] = None):
+    def __init__(self, inner, local_dir: str, logged_until: dict[str, int] | None = None):
         self.inner = inner
         self.local_path = os.path.join(local_dir, "metrics.jsonl")
         os.makedirs(local_dir, exist_ok=True)
         self.logged_until = logged_until or {}  # metric -> last step the store already has
-        self.failed: Optional[str] = None
+        self.failed: str | None = None
 
     @property
     def run_id(self):

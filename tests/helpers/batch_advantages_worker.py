@@ -18,7 +18,8 @@ REWARDS = {0: [1.0, 0.0, 1.0, 1.0], 1: [0.0, 0.0, 3.0, 0.5, 2.0, 1.0]}  # rank 1
 if __name__ == "__main__":
     out, estimator, scale = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
     acc = Accelerator(cpu=True)
-    adv = batch_advantages(acc, torch.tensor(REWARDS[acc.process_index]), 2,
-                           AlgorithmConfig(adv_estimator=estimator, scale_rewards=scale))
+    adv = batch_advantages(
+        acc, torch.tensor(REWARDS[acc.process_index]), 2, AlgorithmConfig(adv_estimator=estimator, scale_rewards=scale)
+    )
     (out / f"rank{acc.process_index}.json").write_text(json.dumps(adv.tolist()))
     torch.distributed.destroy_process_group()  # a gloo group left to interpreter exit can abort the process

@@ -19,7 +19,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 _ROOT = Path(__file__).resolve().parents[2]
 if str(_ROOT) not in sys.path:  # grpo and hydra_plugins without an install
@@ -35,11 +35,11 @@ def objective(x: float, y: float) -> float:
     return (x - 1.0) ** 2 + (y - 2.0) ** 2
 
 
-def _above(value: float, threshold: Optional[float]) -> bool:
+def _above(value: float, threshold: float | None) -> bool:
     return threshold is not None and value > threshold
 
 
-def train(cfg: DictConfig, reporter: Optional[TrialReporter]) -> Any:
+def train(cfg: DictConfig, reporter: TrialReporter | None) -> Any:
     x, y = float(cfg.x), float(cfg.y)
     if _above(x, cfg.raise_if_x_above):
         raise ValueError(f"x={x} is above raise_if_x_above={cfg.raise_if_x_above}")
