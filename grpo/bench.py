@@ -142,7 +142,7 @@ def run_ours(args: argparse.Namespace) -> dict:
 
     import torch
 
-    from grpo.config.compose import compose
+    from grpo.compose import compose
     from grpo.optim import build_optimizer, build_scheduler
     from grpo.recipe import Recipe
     from grpo.rollout import merged
@@ -265,7 +265,7 @@ def run_trl(args: argparse.Namespace) -> dict:
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from grpo.config.compose import compose
+    from grpo.compose import compose
     from grpo.models.load import load_model
     from grpo.rewards.components import correctness
     from grpo.tasks.registry import build_task

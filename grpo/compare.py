@@ -98,13 +98,13 @@ def open_store(uri: str) -> Store:
 
 def default_tracking_uri() -> str:
     """Where `grpo.run` logs by default: the composed logger.tracking_uri."""
-    from grpo.config.compose import compose
+    from grpo.compose import compose
 
     return compose([]).cfg.logger.tracking_uri
 
 
 def default_plot_dir() -> Path:
-    from grpo.config.compose import compose
+    from grpo.compose import compose
 
     return Path(compose([]).cfg.paths.outputs) / "plots"
 

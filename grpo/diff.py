@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
+from grpo.config.flatten import flat_config
 from grpo.tables import FORMATS, MISSING, Table, emit
 
 # Groups outside the defaults list: Hydra needs `+group=x`, users write `group=x` (PRODUCT.md).
@@ -57,25 +58,13 @@ def hydra_overrides(arg: str) -> list[str]:
 
 def compose_arg(arg: str):
     """Compose one argument exactly as `python -m grpo.run <overrides>` would (raises on error)."""
-    from grpo.config.compose import compose
+    from grpo.compose import compose
 
     return compose(hydra_overrides(arg))
 
 
-def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """Dotted leaf keys; lists and empty dicts are leaves (one value, as MLflow logs them)."""
-    if isinstance(tree, dict) and tree:
-        out: dict[str, Any] = {}
-        for k, v in tree.items():
-            out.update(flatten(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: tree}
-
-
 def leaves(comp) -> dict[str, Any]:
-    from omegaconf import OmegaConf
-
-    return flatten(OmegaConf.to_container(comp.raw, resolve=True))
+    return flat_config(comp.raw)
 
 
 def derived_values(comp) -> dict[str, Any]:

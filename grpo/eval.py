@@ -30,10 +30,10 @@ from collections.abc import Sequence
 
 import torch
 
-from grpo.config.compose import Composition, compose, finish, register
+from grpo.compose import Composition, compose, finish, register
 from grpo.config.errors import ConfigError, explain
-from grpo.evaluate import collect
-from grpo.metrics import flatten, format_table, summarize
+from grpo.metrics import format_table, metric_keys, summarize
+from grpo.stages.validation import collect
 from grpo.tasks.base import Example
 from grpo.tasks.registry import build_task
 
@@ -104,7 +104,7 @@ def build_context(comp: Composition, checkpoint: str | None, task, examples: Seq
     from accelerate import Accelerator
 
     from grpo.models.load import context_length, load_model
-    from grpo.rewards.model import RewardModel
+    from grpo.rewards.scorer import RewardScorer
     from grpo.rollout.engine import HFGenerateEngine
     from grpo.stages.common import RunContext
 
@@ -137,7 +137,7 @@ def build_context(comp: Composition, checkpoint: str | None, task, examples: Seq
         policy=model,
         tokenizer=tokenizer,
         engine=HFGenerateEngine(tokenizer),
-        reward_model=RewardModel(cfg.reward),
+        scorer=RewardScorer(cfg.reward),
         task=task,
         reference=None,
         max_new_tokens=max_new,
@@ -233,7 +233,13 @@ def evaluate_checkpoint(
         with open(os.path.join(checkpoint, "trainer_state.json")) as f:
             state = json.load(f)
     logged = log_to_mlflow(
-        comp, flatten(summary, f"eval/{split}"), table, split=split, checkpoint=checkpoint, state=state, run_id=run_id
+        comp,
+        metric_keys(summary, f"eval/{split}"),
+        table,
+        split=split,
+        checkpoint=checkpoint,
+        state=state,
+        run_id=run_id,
     )
     if logged:
         table += f"\nmlflow: run {logged} in {comp.cfg.logger.tracking_uri}"

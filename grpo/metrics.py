@@ -81,7 +81,7 @@ def summarize(
     return out
 
 
-def flatten(summary: Mapping[str, Mapping[str, float]], prefix: str) -> dict[str, float]:
+def metric_keys(summary: Mapping[str, Mapping[str, float]], prefix: str) -> dict[str, float]:
     """MLflow keys: prefix/metric for "all", prefix/metric/domain per domain ("@" is spelled "_at_")."""
     out = {}
     for name, metrics in summary.items():

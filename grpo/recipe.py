@@ -16,20 +16,21 @@ from tqdm.auto import tqdm
 
 from grpo import checkpoint as ckpt
 from grpo.algorithms.kl import AdaptiveKLController
-from grpo.config.compose import Composition
+from grpo.compose import Composition
 from grpo.config.errors import ConfigError
+from grpo.config.flatten import flat_config
 from grpo.early_stopping import EarlyStopping
-from grpo.evaluate import evaluate
 from grpo.launch import single_cpu_process_note
 from grpo.models.load import context_length, load_model
 from grpo.models.lora import apply_lora, reference_context
 from grpo.optim import build_optimizer, build_scheduler
-from grpo.report import header, summary
-from grpo.rewards.model import RewardModel
+from grpo.rewards.scorer import RewardScorer
 from grpo.rollout.engine import MergedEngine
+from grpo.run_report import header, summary
 from grpo.stages.common import RunContext
 from grpo.stages.grpo import grpo_step
 from grpo.stages.rce import rce_step
+from grpo.stages.validation import validate
 from grpo.tasks.mixing import BatchSampler
 from grpo.tasks.registry import build_task
 from grpo.tracking.base import NullTracker, build_tracker
@@ -125,7 +126,7 @@ class Recipe:
             policy=policy,
             tokenizer=tokenizer,
             engine=engine,
-            reward_model=RewardModel(cfg.reward),
+            scorer=RewardScorer(cfg.reward),
             task=task,
             reference=reference,
             max_new_tokens=max_new,
@@ -246,9 +247,7 @@ class Recipe:
             )
 
     def flat_config(self) -> dict:
-        from omegaconf import OmegaConf
-
-        return {k: v for k, v in flatten(OmegaConf.to_container(self.comp.raw, resolve=True)).items()}
+        return flat_config(self.comp.raw)
 
     def _log_config(self) -> None:
         from omegaconf import OmegaConf
@@ -399,7 +398,7 @@ class Recipe:
             dynamic_ncols=True,
             disable=not self.accelerator.is_main_process,
         ) as bar:
-            metrics = evaluate(self.ctx, examples, progress=bar)
+            metrics = validate(self.ctx, examples, progress=bar)
         self.final_metrics.update(metrics)
         self.last_eval_step = self.step
         self.tracker.log_metrics(metrics, self.step)
@@ -490,13 +489,3 @@ def check_writable(directory: str) -> None:
         raise ConfigError(
             "trainer.output_dir", directory, f"cannot write there ({exc.strerror}); choose another directory"
         ) from exc
-
-
-def flatten(tree, prefix: str = "") -> dict[str, object]:
-    out: dict[str, object] = {}
-    if isinstance(tree, dict):
-        for k, v in tree.items():
-            out.update(flatten(v, f"{prefix}{k}."))
-    else:
-        out[prefix[:-1]] = tree
-    return out

@@ -17,7 +17,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from grpo.config.compose import CONF_DIR, finish, register
+from grpo.compose import CONF_DIR, finish, register
 from grpo.config.errors import ConfigError, explain
 from grpo.launch import launch_error
 
@@ -62,7 +62,7 @@ def precheck(argv: list[str]) -> str | None:
     overrides = cli_overrides(argv)
     if overrides is None:
         return None
-    from grpo.config.compose import compose
+    from grpo.compose import compose
 
     try:
         compose(overrides)

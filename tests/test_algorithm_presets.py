@@ -2,7 +2,7 @@
 
 import pytest
 
-from grpo.config.compose import compose
+from grpo.compose import compose
 from grpo.recipe import Recipe
 
 PUBLISHED = {

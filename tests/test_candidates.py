@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from grpo.algorithms.rce import rce_weights
-from grpo.config.checks import check
-from grpo.config.compose import compose
+from grpo.checks import check
+from grpo.compose import compose
 from grpo.config.errors import ConfigError
 from grpo.eval import build_context
 from grpo.stages.common import score

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from grpo.config.compose import compose
+from grpo.compose import compose
 from grpo.config.errors import explain
 
 

@@ -10,9 +10,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from grpo.checkpoint import save_checkpoint
-from grpo.config.compose import compose
+from grpo.compose import compose
 from grpo.eval import evaluate_checkpoint, find_checkpoint, main
-from grpo.metrics import flatten, format_table, ks_for, majority_correct, pass_at_k, summarize
+from grpo.metrics import format_table, ks_for, majority_correct, metric_keys, pass_at_k, summarize
 
 
 # ---------------------------------------------------------------------------- pure metrics
@@ -44,7 +44,7 @@ def test_summarize_per_domain():
         "maj@2": 1.0,
     }
     assert list(s) == ["math", "qa", "all"] and s["all"]["best@2"] == pytest.approx(0.7)
-    assert flatten(s, "eval/val")["eval/val/pass_at_2/math"] == 1.0
+    assert metric_keys(s, "eval/val")["eval/val/pass_at_2/math"] == 1.0
     table = format_table(s, "title")
     assert table.splitlines()[0] == "title" and "pass@2" in table and table.splitlines()[-1].startswith("all")
     with pytest.raises(ValueError):

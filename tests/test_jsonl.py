@@ -7,8 +7,8 @@ from collections import Counter
 
 import pytest
 
-from grpo.config.checks import check
-from grpo.config.compose import compose
+from grpo.checks import check
+from grpo.compose import compose
 from grpo.config.errors import ConfigError, explain
 from grpo.config.schema import TaskConfig
 from grpo.run import precheck

@@ -9,7 +9,7 @@ out on purpose; see the README's seed mapping.
 
 import pytest
 
-from grpo.config.compose import compose
+from grpo.compose import compose
 
 QKVO = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
@@ -139,7 +139,7 @@ def test_minimal_differs_from_full_only_in_budget():
     """Seed 000's rule: minimal = full except max_steps and save_every (warm-up follows)."""
     from omegaconf import OmegaConf
 
-    from grpo.recipe import flatten
+    from grpo.config.flatten import flatten
 
     full = flatten(OmegaConf.to_container(compose(["+preset=full"]).raw, resolve=True))
     minimal = flatten(OmegaConf.to_container(compose(["+preset=minimal"]).raw, resolve=True))

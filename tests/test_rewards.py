@@ -1,4 +1,4 @@
-"""Reward components against hand-written cases, and how RewardModel combines them."""
+"""Reward components against hand-written cases, and how RewardScorer combines them."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from grpo.rewards.components import (
     length_penalty,
     solved,
 )
-from grpo.rewards.model import RewardModel
+from grpo.rewards.scorer import RewardScorer
 from grpo.rewards.tiered import normalize, tiered, token_f1
 
 NUM = r"-?\d+(?:\.\d+)?"
@@ -168,15 +168,15 @@ def test_tiered_values_and_rules_are_configurable():
 
 
 # ---------------------------------------------------------------------------- the model
-def test_reward_model_tiered_logs_correctness_beside_it():
-    rm = RewardModel(RewardConfig(type="tiered"))
+def test_reward_scorer_tiered_logs_correctness_beside_it():
+    rm = RewardScorer(RewardConfig(type="tiered"))
     scores = rm(["p"] * 3, ["56", "55", "x"], **cols(3, answer=["56"] * 3))
     assert scores.total.tolist() == pytest.approx([1.0, 0.7, 0.0])
     assert scores.components["correctness"].tolist() == [1.0, 0.0, 0.0]
 
 
-def test_reward_model_lever_with_file_quality():
-    rm = RewardModel(RewardConfig(type="lever", alpha=0.3, beta=1.0, quality_source="file"))
+def test_reward_scorer_lever_with_file_quality():
+    rm = RewardScorer(RewardConfig(type="lever", alpha=0.3, beta=1.0, quality_source="file"))
     assert not rm.needs_logp
     scores = rm(
         ["p"] * 2, ["12", "13"], **cols(2, answer=["12"] * 2), candidate_score=[0.5, 0.25], candidate_correct=[1.0, 0.0]
@@ -185,12 +185,12 @@ def test_reward_model_lever_with_file_quality():
     assert set(scores.components) == {"beam_score", "correctness"}
 
 
-def test_reward_model_lever_with_policy_quality_needs_logp():
-    assert RewardModel(RewardConfig(type="lever", quality_source="policy")).needs_logp
+def test_reward_scorer_lever_with_policy_quality_needs_logp():
+    assert RewardScorer(RewardConfig(type="lever", quality_source="policy")).needs_logp
 
 
 def test_weighted_sum_of_registered_components():
-    rm = RewardModel(RewardConfig(type="weighted", weights={"correctness": 0.7, "format": 0.2, "length_penalty": 0.1}))
+    rm = RewardScorer(RewardConfig(type="weighted", weights={"correctness": 0.7, "format": 0.2, "length_penalty": 0.1}))
     scores = rm(
         ["p"] * 2, ["5", "5 apples"], **cols(2, answer=["5"] * 2, completion_length=[2, 8], truncated=[False, True])
     )

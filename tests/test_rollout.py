@@ -9,7 +9,7 @@ from grpo.models.load import load_model
 from grpo.models.lora import apply_lora, reference_context
 from grpo.rollout import merged
 from grpo.rollout.engine import HFGenerateEngine, MergedEngine, SamplingParams, completion_masks, repeat_prompts
-from grpo.rollout.scoring import completion_logits, model_completion_logits, sequence_inputs
+from grpo.rollout.logprobs import completion_logits, model_completion_logits, sequence_inputs
 
 PROMPTS = ["cmp 3 41 =", "cmp 17 17 =", "cmp 99 5 =", "cmp 1 2 ="]  # different lengths: left padding
 

@@ -40,7 +40,7 @@ def hydra_cfg(*overrides: str):
     from hydra.core.global_hydra import GlobalHydra
 
     import hydra_plugins.grpo_optuna_sweeper  # noqa: F401 - registers hydra/sweeper=optuna
-    from grpo.config.compose import CONF_DIR, register
+    from grpo.compose import CONF_DIR, register
 
     register()
     GlobalHydra.instance().clear()
@@ -67,7 +67,7 @@ def corners(dist):
 
 # --------------------------------------------------------------------------- fast
 def test_rce_grpo_composes_on_numgame_tiny_with_the_lever_reward():
-    from grpo.config.compose import compose
+    from grpo.compose import compose
 
     comp = compose(["+sweep=rce_grpo"])
     cfg = comp.cfg
@@ -136,7 +136,7 @@ def test_kl_lr_grid_is_the_seed_kl_grid_times_two_grpo_lrs():
     assert len(d["schedule.grpo_lr"].choices) == 2
     assert grid_size(d) == 6
 
-    from grpo.config.compose import compose
+    from grpo.compose import compose
 
     comp = compose(["+sweep=kl_lr_grid"])
     assert comp.choices["experiment"] == "numgame_tiny" and comp.cfg.reward.type == "lever"
@@ -147,7 +147,7 @@ def test_kl_lr_grid_is_the_seed_kl_grid_times_two_grpo_lrs():
 def test_every_corner_of_the_search_space_is_a_valid_run(sweep):
     """What a trial composes: the file plus one value per searched key (here the extremes,
     combined pairwise with the others at their low end) passes the schema and the checks."""
-    from grpo.config.compose import compose
+    from grpo.compose import compose
     from grpo.sweep.search_space import format_value
 
     d = space_of(hydra_cfg(f"+sweep={sweep}")).distributions
@@ -167,7 +167,7 @@ def test_every_corner_of_the_search_space_is_a_valid_run(sweep):
 def test_the_sweep_files_compose_with_another_experiment():
     """The experiment is a default of the sweep file: `experiment=NAME` swaps the base run
     (the file's small-run settings are numgame_tiny's: lever_plan1 has 16 held-out prompts)."""
-    from grpo.config.compose import compose
+    from grpo.compose import compose
 
     comp = compose(["+sweep=rce_grpo", "experiment=lever_plan1", "eval.num_samples=16"])
     assert comp.choices["experiment"] == "lever_plan1"

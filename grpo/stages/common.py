@@ -15,9 +15,9 @@ from transformers import PreTrainedTokenizerBase
 from grpo.algorithms.losses import entropy_from_logits, token_log_probs
 from grpo.config.derived import Derived
 from grpo.config.schema import RunConfig
-from grpo.rewards.model import RewardModel, Scores
+from grpo.rewards.scorer import RewardScorer, Scores
 from grpo.rollout.engine import Rollout, RolloutEngine
-from grpo.rollout.scoring import completion_logits
+from grpo.rollout.logprobs import completion_logits
 from grpo.rollout.tokens import TokenIds
 from grpo.tasks.base import Example, Task
 
@@ -30,7 +30,7 @@ class RunContext:
     policy: torch.nn.Module  # prepared (possibly DDP-wrapped) for training
     tokenizer: PreTrainedTokenizerBase
     engine: RolloutEngine
-    reward_model: RewardModel
+    scorer: RewardScorer
     task: Task
     reference: Callable[[], AbstractContextManager[torch.nn.Module]]
     max_new_tokens: int  # generation.max_new_tokens bounded by the model's context
@@ -68,7 +68,7 @@ def score(
     logp: torch.Tensor | None = None,
 ) -> Scores:
     """Rewards of a rollout whose rows are each example repeated `repeats` times."""
-    return ctx.reward_model(
+    return ctx.scorer(
         prompts, rollout.texts, group_size=repeats, **reward_columns(ctx, examples, prompts, rollout, repeats, logp)
     )
 
@@ -97,7 +97,7 @@ def reward_columns(
         from grpo.tasks.candidates import load_candidates
 
         columns.update(load_candidates(ctx.cfg.task.candidates_path).columns(prompts, rollout.texts))
-    if ctx.reward_model.needs_logp:
+    if ctx.scorer.needs_logp:
         if logp is None:
             with torch.no_grad():
                 logp = sequence_logprobs(ctx.sampler_model, rollout, 1.0)

@@ -21,7 +21,7 @@ from grpo.algorithms.kl import kl_divergence
 from grpo.algorithms.losses import policy_loss
 from grpo.algorithms.sampling import dynamic_sampling_keep, top_entropy_token_mask
 from grpo.config.schema import AlgorithmConfig
-from grpo.rewards.model import Scores
+from grpo.rewards.scorer import Scores
 from grpo.rollout.engine import Rollout, SamplingParams, repeat_prompts
 from grpo.schedules import linear_schedule
 from grpo.stages.common import (

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from grpo.config.derived import Derived, derive
 from grpo.config.schema import RunConfig, register_schema
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 TAG_GROUPS = ("experiment", "preset")  # the group whose choice names the run, in priority order
 
 
@@ -54,7 +54,7 @@ def without_hydra(cfg: DictConfig) -> DictConfig:
 
 def finish(cfg: DictConfig, choices: dict) -> Composition:
     """Typed config + derived values + range checks (raises ConfigError)."""
-    from grpo.config.checks import check
+    from grpo.checks import check
     from grpo.tasks.registry import domains_of
 
     raw = without_hydra(cfg)

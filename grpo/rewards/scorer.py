@@ -32,7 +32,7 @@ class Scores:
         )
 
 
-class RewardModel:
+class RewardScorer:
     def __init__(self, cfg: RewardConfig):
         if cfg.type == "lever":
             # quality: the policy's confidence, or the candidate's score in the offline file (beam_score)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from grpo.metrics import flatten, summarize
+from grpo.metrics import metric_keys, summarize
 from grpo.rewards.code_exec import extract_program
 from grpo.rewards.components import predicted_answer, solved
 from grpo.rollout.engine import SamplingParams, repeat_prompts
@@ -47,8 +47,8 @@ def collect(ctx, examples: Sequence[Example], progress=None) -> Samples:
         prompts = repeat_prompts([ex.prompt for ex in part], n)
         rollout = ctx.engine.generate(ctx.sampler_model, prompts, params)
         columns = reward_columns(ctx, part, prompts, rollout, n)
-        scores = ctx.reward_model(prompts, rollout.texts, **columns)
-        out.correct += solved(prompts, rollout.texts, **columns, **ctx.reward_model.options)
+        scores = ctx.scorer(prompts, rollout.texts, **columns)
+        out.correct += solved(prompts, rollout.texts, **columns, **ctx.scorer.options)
         out.reward += scores.total.tolist()
         out.domains += columns["domain"]
         out.completions += rollout.texts
@@ -63,7 +63,7 @@ def collect(ctx, examples: Sequence[Example], progress=None) -> Samples:
 
 
 @torch.no_grad()
-def evaluate(ctx: RunContext, examples: Sequence[Example], progress=None) -> dict[str, float]:
+def validate(ctx: RunContext, examples: Sequence[Example], progress=None) -> dict[str, float]:
     """Metrics over `examples`, split across processes and gathered."""
     from accelerate.utils import gather_object
 
@@ -74,4 +74,4 @@ def evaluate(ctx: RunContext, examples: Sequence[Example], progress=None) -> dic
     )
     domains, correct, reward, answers = gathered
     summary = summarize(domains, correct, reward, answers, ctx.cfg.eval.generation.n)
-    return {k: v for k, v in flatten(summary, "val").items() if "/prompts" not in k}
+    return {k: v for k, v in metric_keys(summary, "val").items() if "/prompts" not in k}

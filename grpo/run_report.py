@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from grpo.config.compose import Composition
+from grpo.compose import Composition
 
 GROUPS = ("preset", "experiment", "model", "lora", "task", "reward", "algorithm", "logger")
 
