@@ -1,7 +1,7 @@
 """Range rules: a bad value stops the run before anything starts, with one line naming it.
 
 Types and unknown keys are enforced by the schema at compose time; these are the rules a type
-cannot express. `check` raises the first violation as a `ConfigError`.
+cannot express. `check` raises the first violation as a `ConfigError`; one function per config group.
 """
 
 from __future__ import annotations
@@ -16,7 +16,11 @@ from grpo.algorithms.names import KL_ESTIMATORS as _KL
 from grpo.algorithms.names import KL_VERL_ALIASES as _VERL_ALIASES
 from grpo.config.errors import ConfigError
 from grpo.config.schema import RunConfig
+from grpo.rewards.components import COMPONENTS, resolve
+from grpo.rewards.tiered import RULES as TIER_RULES
 from grpo.schedules import LR_DECAYS as LR_SCHEDULERS
+from grpo.tasks import jsonl
+from grpo.tasks.candidates import load_candidates
 
 KL_ESTIMATORS = (*_KL, *_VERL_ALIASES)
 ARCHITECTURES = ("qwen2", "llama")
@@ -49,28 +53,47 @@ def check(
     cfg: RunConfig, *, grpo_steps: int, warmup_steps: int, domains_of: Callable[[str], tuple[str, ...]] | None = None
 ) -> None:
     """Raise `ConfigError` for the first rule `cfg` breaks."""
-    g, r, s, a, t, tr = cfg.generation, cfg.rollout, cfg.schedule, cfg.algorithm, cfg.task, cfg.trainer
+    _check_generation(cfg)
+    _check_rollout(cfg, grpo_steps)
+    _check_lora(cfg)
+    _check_schedule(cfg, grpo_steps, warmup_steps)
+    _check_algorithm(cfg)
+    _check_reward(cfg)
+    _check_reward_needs(cfg)
+    _check_task(cfg, domains_of)
+    _check_trainer(cfg)
+    _check_eval(cfg)
+    _check_logger(cfg)
+    _one_of("model.tiny.architecture", cfg.model.tiny.architecture, ARCHITECTURES)
 
+
+def _check_generation(cfg: RunConfig) -> None:
+    g = cfg.generation
     _at_least("generation.temperature", g.temperature, 0, " (0 samples greedily)")
     _require(0 < g.top_p <= 1, "generation.top_p", g.top_p, "must be in (0, 1]")
     _at_least("generation.top_k", g.top_k, 0, " (0 disables top-k)")
     _at_least("generation.max_new_tokens", g.max_new_tokens, 1)
 
+
+def _check_rollout(cfg: RunConfig, grpo_steps: int) -> None:
+    r = cfg.rollout
     _at_least("rollout.batch_size", r.batch_size, 1)
     if grpo_steps > 0:
         _at_least("rollout.group_size", r.group_size, 2, " for GRPO: advantages compare completions of one prompt")
 
-    if cfg.lora.enabled:
-        _at_least("lora.rank", cfg.lora.rank, 1)
-        _positive("lora.alpha", cfg.lora.alpha)
-        _require(0 <= cfg.lora.dropout < 1, "lora.dropout", cfg.lora.dropout, "must be in [0, 1)")
-        _require(
-            len(cfg.lora.target_modules) > 0,
-            "lora.target_modules",
-            cfg.lora.target_modules,
-            "must name at least one module",
-        )
 
+def _check_lora(cfg: RunConfig) -> None:
+    lora = cfg.lora
+    if not lora.enabled:
+        return
+    _at_least("lora.rank", lora.rank, 1)
+    _positive("lora.alpha", lora.alpha)
+    _require(0 <= lora.dropout < 1, "lora.dropout", lora.dropout, "must be in [0, 1)")
+    _require(len(lora.target_modules) > 0, "lora.target_modules", lora.target_modules, "must name at least one module")
+
+
+def _check_schedule(cfg: RunConfig, grpo_steps: int, warmup_steps: int) -> None:
+    s = cfg.schedule
     _positive("schedule.rce_lr", s.rce_lr)
     _positive("schedule.grpo_lr", s.grpo_lr)
     _at_least("schedule.rce_epochs", s.rce_epochs, 0)
@@ -91,6 +114,9 @@ def check(
         _at_least("schedule.temperature.final", s.temperature.final, 0)
         _at_least("schedule.temperature.decay_steps", s.temperature.decay_steps, 1)
 
+
+def _check_algorithm(cfg: RunConfig) -> None:
+    a = cfg.algorithm
     _one_of("algorithm.adv_estimator", a.adv_estimator, ADV_ESTIMATORS)
     _one_of("algorithm.scale_rewards", a.scale_rewards, SCALE_REWARDS)
     _one_of("algorithm.loss_agg", a.loss_agg, LOSS_AGG_MODES)
@@ -112,101 +138,28 @@ def check(
     _require(
         0 < a.top_entropy_quantile <= 1, "algorithm.top_entropy_quantile", a.top_entropy_quantile, "must be in (0, 1]"
     )
-    _one_of("reward.aggregation", cfg.reward.aggregation, AGGREGATION_MODES)
     _one_of("algorithm.rce.candidates", a.rce.candidates, RCE_CANDIDATES)
     _at_least("algorithm.rce.num_candidates", a.rce.num_candidates, 1)
     _positive("algorithm.rce.tau", a.rce.tau)
 
-    _one_of("reward.type", cfg.reward.type, REWARD_TYPES)
-    _at_least("reward.numeric_tolerance", cfg.reward.numeric_tolerance, 0)
-    from grpo.rewards.components import COMPONENTS, resolve
 
-    for name, path in cfg.reward.custom.items():
+def _check_reward(cfg: RunConfig) -> None:
+    """The reward's own settings: type, components, custom functions, tiers, code execution."""
+    r = cfg.reward
+    _one_of("reward.aggregation", r.aggregation, AGGREGATION_MODES)
+    _one_of("reward.type", r.type, REWARD_TYPES)
+    _at_least("reward.numeric_tolerance", r.numeric_tolerance, 0)
+    for name, path in r.custom.items():
         try:
-            resolve(name, dict(cfg.reward.custom))
+            resolve(name, dict(r.custom))
         except (ImportError, AttributeError, ValueError) as exc:
             raise ConfigError(
                 f"reward.custom.{name}",
                 path,
                 f"cannot import it ({type(exc).__name__}: {exc}); write package.module:function",
             ) from None
-    for name in cfg.reward.weights:
-        _one_of(f"reward.weights.{name}", name, (*COMPONENTS, *cfg.reward.custom))
-    _check_reward_extras(cfg)
-
-    _at_least("task.train_size", t.train_size, 1)
-    _at_least("task.val_size", t.val_size, 1)
-    jsonl_domains = None
-    if t.name == "jsonl":  # the files exist and parse: a bad line stops the run here, naming file and line
-        from grpo.tasks.jsonl import validate
-
-        jsonl_domains = validate(t)
-    if t.candidates_path is not None:
-        from grpo.tasks.candidates import load_candidates
-
-        load_candidates(t.candidates_path)
-    if t.domain_ratios:
-        total = sum(t.domain_ratios.values())
-        _require(
-            abs(total - 1.0) < 1e-6,
-            "task.domain_ratios",
-            dict(t.domain_ratios),
-            f"must sum to 1 (they sum to {total:g})",
-        )
-        for name, share in t.domain_ratios.items():
-            _require(share >= 0, f"task.domain_ratios.{name}", share, "must be >= 0")
-        if domains_of is not None or jsonl_domains is not None:
-            known = jsonl_domains if jsonl_domains is not None else domains_of(t.name)
-            for name in t.domain_ratios:
-                _require(
-                    name in known,
-                    f"task.domain_ratios.{name}",
-                    t.domain_ratios[name],
-                    f"task '{t.name}' has no domain '{name}' (its domains: {', '.join(known)})",
-                )
-
-    if tr.max_steps is None:
-        _require(s.grpo_epochs is not None, "trainer.max_steps", None, "set trainer.max_steps or schedule.grpo_epochs")
-    else:
-        _at_least("trainer.max_steps", tr.max_steps, 0)
-    _at_least("trainer.gradient_accumulation_steps", tr.gradient_accumulation_steps, 1)
-    _positive("trainer.max_grad_norm", tr.max_grad_norm)
-    _at_least("trainer.save_every", tr.save_every, 0)
-    if tr.save_limit is not None:
-        _at_least("trainer.save_limit", tr.save_limit, 1)
-    _at_least("trainer.max_bad_steps", tr.max_bad_steps, 1)
-    es = cfg.eval.early_stopping
-    _one_of("eval.early_stopping.mode", es.mode, ("max", "min"))
-    _at_least("eval.early_stopping.patience", es.patience, 1)
-    _at_least("eval.early_stopping.min_delta", es.min_delta, 0)
-    _one_of("trainer.mixed_precision", tr.mixed_precision, MIXED_PRECISION)
-    _at_least("trainer.optim.weight_decay", tr.optim.weight_decay, 0)
-
-    _at_least("eval.eval_every", cfg.eval.eval_every, 0)
-    _at_least("eval.num_samples", cfg.eval.num_samples, 1)
-    _require(
-        cfg.eval.num_samples <= t.val_size,
-        "eval.num_samples",
-        cfg.eval.num_samples,
-        f"must be <= task.val_size ({t.val_size}), the held-out prompts there are",
-    )
-    _at_least("eval.batch_size", cfg.eval.batch_size, 1)
-    _at_least("eval.generation.n", cfg.eval.generation.n, 1)
-    _require(
-        cfg.eval.generation.n == 1 or not cfg.eval.generation.greedy,
-        "eval.generation.n",
-        cfg.eval.generation.n,
-        "greedy decoding gives n identical samples; set eval.generation.greedy=false for n > 1",
-    )
-
-    _one_of("logger.backend", cfg.logger.backend, LOGGER_BACKENDS)
-    _at_least("logger.log_every", cfg.logger.log_every, 1)
-    _one_of("model.tiny.architecture", cfg.model.tiny.architecture, ARCHITECTURES)
-
-
-def _check_reward_extras(cfg: RunConfig) -> None:
-    """Tiered and code-execution settings, and what the Lever / offline-candidate options need."""
-    r, rce, t = cfg.reward, cfg.algorithm.rce, cfg.task
+    for name in r.weights:
+        _one_of(f"reward.weights.{name}", name, (*COMPONENTS, *r.custom))
     _require(
         len(r.tiers) == 5, "reward.tiers", list(r.tiers), "must list 5 values: tier 5 (perfect) down to tier 1 (wrong)"
     )
@@ -217,17 +170,20 @@ def _check_reward_extras(cfg: RunConfig) -> None:
         "must be finite and descending (perfect first)",
     )
     _at_least("reward.near_tolerance", r.near_tolerance, 0)
-    rules = getattr(r, "tier_rules", None)  # the tiered rules, once the schema has the field
-    if rules is not None:
-        from grpo.rewards.tiered import RULES
-
-        _require(len(rules) == 4, "reward.tier_rules", list(rules), "must name 4 rules, for tier 5 down to tier 2")
-        for name in rules:
-            _one_of("reward.tier_rules", name, RULES)
+    _require(
+        len(r.tier_rules) == 4, "reward.tier_rules", list(r.tier_rules), "must name 4 rules, for tier 5 down to tier 2"
+    )
+    for name in r.tier_rules:
+        _one_of("reward.tier_rules", name, TIER_RULES)
     _positive("reward.execution_timeout", r.execution_timeout)
     _at_least("reward.execution_memory_mb", r.execution_memory_mb, 64)
     _at_least("reward.execution_workers", r.execution_workers, 1)
     _one_of("reward.quality_source", r.quality_source, QUALITY_SOURCES)
+
+
+def _check_reward_needs(cfg: RunConfig) -> None:
+    """What the Lever / offline-candidate options need from the other groups."""
+    r, rce, t = cfg.reward, cfg.algorithm.rce, cfg.task
     if r.type == "lever" and r.quality_source == "file":
         _require(
             t.candidates_path is not None,
@@ -251,3 +207,84 @@ def _check_reward_extras(cfg: RunConfig) -> None:
             rce.drop_incorrect_below,
             "needs a 'correctness' reward (reward.type lever or tiered, or reward.weights.correctness)",
         )
+
+
+def _check_task(cfg: RunConfig, domains_of: Callable[[str], tuple[str, ...]] | None) -> None:
+    t = cfg.task
+    _at_least("task.train_size", t.train_size, 1)
+    _at_least("task.val_size", t.val_size, 1)
+    jsonl_domains = None
+    if t.name == "jsonl":  # the files exist and parse: a bad line stops the run here, naming file and line
+        jsonl_domains = jsonl.validate(t)
+    if t.candidates_path is not None:
+        load_candidates(t.candidates_path)
+    if not t.domain_ratios:
+        return
+    total = sum(t.domain_ratios.values())
+    _require(
+        abs(total - 1.0) < 1e-6,
+        "task.domain_ratios",
+        dict(t.domain_ratios),
+        f"must sum to 1 (they sum to {total:g})",
+    )
+    for name, share in t.domain_ratios.items():
+        _require(share >= 0, f"task.domain_ratios.{name}", share, "must be >= 0")
+    if domains_of is None and jsonl_domains is None:
+        return
+    known = jsonl_domains if jsonl_domains is not None else domains_of(t.name)
+    for name in t.domain_ratios:
+        _require(
+            name in known,
+            f"task.domain_ratios.{name}",
+            t.domain_ratios[name],
+            f"task '{t.name}' has no domain '{name}' (its domains: {', '.join(known)})",
+        )
+
+
+def _check_trainer(cfg: RunConfig) -> None:
+    tr = cfg.trainer
+    if tr.max_steps is None:
+        _require(
+            cfg.schedule.grpo_epochs is not None,
+            "trainer.max_steps",
+            None,
+            "set trainer.max_steps or schedule.grpo_epochs",
+        )
+    else:
+        _at_least("trainer.max_steps", tr.max_steps, 0)
+    _at_least("trainer.gradient_accumulation_steps", tr.gradient_accumulation_steps, 1)
+    _positive("trainer.max_grad_norm", tr.max_grad_norm)
+    _at_least("trainer.save_every", tr.save_every, 0)
+    if tr.save_limit is not None:
+        _at_least("trainer.save_limit", tr.save_limit, 1)
+    _at_least("trainer.max_bad_steps", tr.max_bad_steps, 1)
+    _one_of("trainer.mixed_precision", tr.mixed_precision, MIXED_PRECISION)
+    _at_least("trainer.optim.weight_decay", tr.optim.weight_decay, 0)
+
+
+def _check_eval(cfg: RunConfig) -> None:
+    ev, es = cfg.eval, cfg.eval.early_stopping
+    _one_of("eval.early_stopping.mode", es.mode, ("max", "min"))
+    _at_least("eval.early_stopping.patience", es.patience, 1)
+    _at_least("eval.early_stopping.min_delta", es.min_delta, 0)
+    _at_least("eval.eval_every", ev.eval_every, 0)
+    _at_least("eval.num_samples", ev.num_samples, 1)
+    _require(
+        ev.num_samples <= cfg.task.val_size,
+        "eval.num_samples",
+        ev.num_samples,
+        f"must be <= task.val_size ({cfg.task.val_size}), the held-out prompts there are",
+    )
+    _at_least("eval.batch_size", ev.batch_size, 1)
+    _at_least("eval.generation.n", ev.generation.n, 1)
+    _require(
+        ev.generation.n == 1 or not ev.generation.greedy,
+        "eval.generation.n",
+        ev.generation.n,
+        "greedy decoding gives n identical samples; set eval.generation.greedy=false for n > 1",
+    )
+
+
+def _check_logger(cfg: RunConfig) -> None:
+    _one_of("logger.backend", cfg.logger.backend, LOGGER_BACKENDS)
+    _at_least("logger.log_every", cfg.logger.log_every, 1)

@@ -12,7 +12,8 @@ from grpo.compose import compose
 from grpo.config.errors import ConfigError, explain
 from grpo.config.schema import TaskConfig
 from grpo.run import precheck
-from grpo.tasks.jsonl import DataError, iter_jsonl, load_split, read_examples, split_fraction
+from grpo.tasks.files import DataError, iter_jsonl
+from grpo.tasks.jsonl import load_split, read_examples, split_fraction
 from grpo.tasks.registry import build_task, domains_of
 
 AFLOW = "experiments/data/aflow"

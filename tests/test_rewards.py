@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from grpo.config.schema import RewardConfig
+from grpo.rewards.answers import choice_letter
 from grpo.rewards.components import (
     COMPONENTS,
     beam_score,
-    choice_letter,
     correctness,
     format_reward,
     length_penalty,

@@ -12,66 +12,16 @@ candidate_correct (None where the completion is not one of the file's candidates
 from __future__ import annotations
 
 import ast
+import importlib
 import math
 import re
 from collections.abc import Callable
 
+from grpo.rewards.answers import is_correct, predicted_answer
 from grpo.rewards.code_exec import code_exec, execute
 from grpo.rewards.tiered import tiered
 
 RewardFn = Callable[..., list[float]]
-
-
-def parse_answer(completion: str, pattern: str) -> str | None:
-    """The first well-formed answer in the completion, or None."""
-    match = re.search(pattern, completion)
-    return match.group(0) if match else None
-
-
-def _matches(pred: str | None, gold: str, tolerance: float) -> bool:
-    if pred is None:
-        return False
-    if pred.strip() == gold.strip():
-        return True
-    try:
-        return math.isfinite(float(pred)) and abs(float(pred) - float(gold)) <= tolerance
-    except ValueError:
-        return False
-
-
-_CHOICE_GOLD = re.compile(r"\(?([A-E])\)?\.?")
-# Where a choice letter is read from, most explicit first: "answer is (B)", "option B", "(B)", a leading "B."/"B)".
-_CHOICE_PATTERNS = (
-    re.compile(r"answer\s*(?:is|:)?\s*\(?([A-E])\b", re.IGNORECASE),
-    re.compile(r"\b(?:option|choice)\s*\(?([A-E])\b", re.IGNORECASE),
-    re.compile(r"\(([A-E])\)", re.IGNORECASE),
-    re.compile(r"^\s*([A-E])(?:[.):]|\s*$)", re.IGNORECASE),
-)
-
-
-def choice_letter(completion: str) -> str | None:
-    """The multiple-choice letter (A-E) a completion picks, or None."""
-    for pattern in _CHOICE_PATTERNS:
-        match = pattern.search(completion)
-        if match:
-            return match.group(1).upper()
-    return None
-
-
-def gold_choice(gold: str) -> str | None:
-    """The letter when the gold answer is a choice letter ("B", "(B)", "B."), else None."""
-    match = _CHOICE_GOLD.fullmatch(gold.strip())
-    return match.group(1) if match else None
-
-
-def predicted_answer(completion: str, gold: str, pattern: str) -> str | None:
-    """The answer a completion gives: a choice letter for choice items, else the first match of `pattern`."""
-    return choice_letter(completion) if gold_choice(gold) else parse_answer(completion, pattern)
-
-
-def is_correct(pred: str | None, gold: str, tolerance: float) -> bool:
-    letter = gold_choice(gold)
-    return pred == letter if letter else _matches(pred, gold, tolerance)
 
 
 def correctness(
@@ -178,8 +128,6 @@ COMPONENTS: dict[str, RewardFn] = {
 def resolve(name: str, custom: dict[str, str]) -> RewardFn:
     """A built-in component, or a user function named in `reward.custom` ("module:function")."""
     if name in custom:
-        import importlib
-
         module, _, attr = custom[name].replace(":", ".").rpartition(".")
         return getattr(importlib.import_module(module), attr)
     return COMPONENTS[name]

@@ -45,6 +45,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from grpo.rewards.sandbox_runner import RUNNER
+
 log = logging.getLogger(__name__)
 
 MAX_VERDICT_BYTES = 1 << 16  # the verdict pipe is read up to this much
@@ -75,94 +77,6 @@ class ExecResult:
     def pass_fraction(self) -> float:
         """The score: share of tests passed, 0 unless the execution finished within its limits."""
         return self.passed / self.total if self.status == "ok" and self.total else 0.0
-
-
-# Runs inside the child, as its first code: read the job, limit itself, install the audit hook,
-# then run the program once per test in a fresh namespace. Must run on Python >= 3.8.
-RUNNER = r"""
-import ast, builtins, json, os, resource, sys
-
-def _main():
-    with open("job.json") as f:
-        job = json.load(f)
-    os.remove("job.json")
-    fd, nonce = job["fd"], job["nonce"]
-    for name, value in job["limits"].items():
-        which = getattr(resource, name)
-        hard = resource.getrlimit(which)[1]
-        value = value if hard == resource.RLIM_INFINITY else min(value, hard)  # never above what we were given
-        resource.setrlimit(which, (value, value))
-    root = os.path.realpath(os.getcwd())
-    write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-    path_events = {"os.remove", "os.rmdir", "os.chmod", "os.chown", "os.mkdir", "os.truncate", "os.utime",
-                   "os.chflags", "os.lchflags", "os.setxattr", "os.removexattr", "shutil.rmtree"}
-    refused = {"os.fork", "os.forkpty", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "subprocess.Popen",
-               "pty.spawn", "os.startfile", "os.kill", "os.killpg", "signal.pthread_kill", "os.link", "os.symlink",
-               "socket.__new__", "ctypes.dlopen", "ctypes.dlsym", "sys.addaudithook", "resource.setrlimit",
-               "resource.prlimit"}
-    if job["allow_processes"]:
-        refused -= {"os.fork", "os.forkpty", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "subprocess.Popen"}
-
-    def inside(path):
-        if isinstance(path, int):
-            return True  # an already-open descriptor: its opening was checked
-        full = os.path.realpath(os.fsdecode(path))
-        return full == root or full.startswith(root + os.sep)
-
-    def hook(event, args):
-        if event == "open":
-            path, mode, flags = (tuple(args) + (None, None, None))[:3]
-            writing = (isinstance(flags, int) and flags & write_flags) or (
-                isinstance(mode, str) and any(c in mode for c in "wax+")
-            )
-            if path is not None and writing and not inside(path):
-                raise PermissionError("sandbox: writing outside the working directory is not allowed")
-        elif event in path_events:
-            if args and args[0] is not None and not inside(args[0]):
-                raise PermissionError("sandbox: %s outside the working directory is not allowed" % event)
-        elif event == "os.rename":
-            if not (inside(args[0]) and inside(args[1])):
-                raise PermissionError("sandbox: renaming outside the working directory is not allowed")
-        elif event in refused:
-            raise PermissionError("sandbox: %s is not allowed" % event)
-
-    program, tests = job["program"], job["tests"]
-    del job
-    sys.addaudithook(hook)
-
-    def report(line):
-        os.write(fd, ("%s %s\n" % (nonce, line)).encode())
-
-    try:
-        code = compile(program, "<solution>", "exec")
-    except BaseException:
-        report("compiled 0")
-        report("done")
-        return
-    report("compiled 1")
-    try:  # a bare expression is bound to `answer` (output-prediction items test `answer`)
-        expr = compile(ast.parse(program, mode="eval"), "<solution>", "eval")
-    except BaseException:
-        expr = None
-    for i, test in enumerate(tests):
-        namespace = {"__name__": "__main__", "__builtins__": builtins}
-        ran = ok = 0
-        try:
-            exec(code, namespace)
-            if expr is not None and "answer" not in namespace:
-                namespace["answer"] = eval(expr, namespace)
-            ran = 1
-            exec(compile(test, "<test %d>" % i, "exec"), namespace)
-            ok = 1
-        except BaseException:
-            pass
-        report("test %d %d %d" % (i, ran, ok))
-    report("done")
-
-_main()
-sys.stdout.flush()
-os._exit(0)
-"""
 
 
 # ---------------------------------------------------------------------------- the interpreter
@@ -289,87 +203,38 @@ def run_program(program: str, tests: Sequence[str], limits: Limits = Limits()) -
 
     interpreter, drop = isolation()
     uid = _sandbox_uid() if drop else None
-    base = tempfile.gettempdir()
-    if drop and not _world_executable(base):  # the sandbox uid could not enter it (a TMPDIR under /root, say)
-        base = "/tmp"
-    workdir = tempfile.mkdtemp(prefix="grpo-exec-", dir=base)
+    workdir = tempfile.mkdtemp(prefix="grpo-exec-", dir=_temp_base(drop))
     read_fd, write_fd = os.pipe()
     proc = None
     try:
         nonce = secrets.token_hex(16)
-        nproc = NPROC_AS_OTHER_UID if drop else _own_task_count() + NPROC_MARGIN_SAME_UID
-        rlimits = {
-            "RLIMIT_AS": limits.memory_mb << 20,
-            "RLIMIT_CPU": int(math.ceil(limits.timeout)) + 1,
-            "RLIMIT_NPROC": nproc,
-            "RLIMIT_FSIZE": limits.max_output_bytes,
-            "RLIMIT_NOFILE": 64,
-            "RLIMIT_CORE": 0,
-        }
         job = {
             "fd": write_fd,
             "nonce": nonce,
-            "limits": rlimits,
+            "limits": _rlimits(limits, drop),
             "program": program,
             "tests": tests,
             "allow_processes": limits.allow_processes,
         }
-        job_path = os.path.join(workdir, "job.json")
-        with open(job_path, "w") as f:
-            json.dump(job, f)
+        _write_job(workdir, job, uid)
         out_path = os.path.join(workdir, "output.txt")
-        ids = {}
-        if uid is not None:
-            for path in (workdir, job_path):
-                os.chown(path, uid, uid)
-            os.chmod(workdir, 0o700)
-            ids = {"user": uid, "group": uid, "extra_groups": []}
-        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8"}
-        with open(out_path, "wb") as out:
-            proc = subprocess.Popen(
-                [interpreter, "-I", "-B", "-c", RUNNER],
-                cwd=workdir,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                pass_fds=(write_fd,),
-                start_new_session=True,
-                **ids,
-            )
+        proc = _start(interpreter, workdir, out_path, write_fd, uid)
         os.close(write_fd)
         write_fd = -1
-        try:
-            proc.wait(timeout=limits.timeout)
-            timed_out = False
-        except subprocess.TimeoutExpired:
-            timed_out = True
+        timed_out = _wait(proc, limits.timeout)
         _kill_all(proc, uid)
         proc.wait()
-        verdicts = _read_verdicts(read_fd, nonce)
-        size = os.path.getsize(out_path)
-        with open(out_path, "rb") as f:
-            output = f.read(OUTPUT_KEPT_BYTES).decode("utf-8", "replace")
+        tested, compiled, done = _read_verdicts(read_fd, nonce)
+        size, output = _read_output(out_path)
     except OSError as exc:
-        if type(exc).__name__ not in _warned:
-            _warned.add(type(exc).__name__)
-            log.warning(
-                "code sandbox failed to run a program (scored 0; further failures of this kind are not printed): %s",
-                exc,
-            )
+        _warn_once(exc)
         if proc is not None:
             _kill_all(proc, uid)
         return ExecResult(0, len(tests), "error", True, False, time.perf_counter() - t0, str(exc))
     finally:
-        for fd in (read_fd, write_fd):
-            if fd >= 0:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+        _close_quietly(read_fd, write_fd)
         shutil.rmtree(workdir, ignore_errors=True)
 
-    tested, compiled, done = verdicts
     passed = sum(1 for i in range(len(tests)) if tested.get(i, (False, False))[1])
     ran = any(r for r, _ in tested.values())
     if timed_out:
@@ -381,6 +246,91 @@ def run_program(program: str, tests: Sequence[str], limits: Limits = Limits()) -
     else:
         status = "ok" if compiled else "syntax_error"
     return ExecResult(passed, len(tests), status, compiled, ran, time.perf_counter() - t0, output)
+
+
+def _temp_base(drop: bool) -> str:
+    """Where the working directory goes: the temp dir, unless the sandbox uid could not enter it."""
+    base = tempfile.gettempdir()
+    if drop and not _world_executable(base):  # a TMPDIR under /root, say
+        return "/tmp"
+    return base
+
+
+def _rlimits(limits: Limits, drop: bool) -> dict[str, int]:
+    """The resource limits the child sets on itself, by `resource` constant name."""
+    nproc = NPROC_AS_OTHER_UID if drop else _own_task_count() + NPROC_MARGIN_SAME_UID
+    return {
+        "RLIMIT_AS": limits.memory_mb << 20,
+        "RLIMIT_CPU": int(math.ceil(limits.timeout)) + 1,
+        "RLIMIT_NPROC": nproc,
+        "RLIMIT_FSIZE": limits.max_output_bytes,
+        "RLIMIT_NOFILE": 64,
+        "RLIMIT_CORE": 0,
+    }
+
+
+def _write_job(workdir: str, job: dict, uid: int | None) -> None:
+    """The job file the child reads first; with a sandbox uid, the directory becomes that uid's alone."""
+    job_path = os.path.join(workdir, "job.json")
+    with open(job_path, "w") as f:
+        json.dump(job, f)
+    if uid is not None:
+        for path in (workdir, job_path):
+            os.chown(path, uid, uid)
+        os.chmod(workdir, 0o700)
+
+
+def _start(interpreter: str, workdir: str, out_path: str, write_fd: int, uid: int | None) -> subprocess.Popen:
+    """The child, in its own session, with a clean environment; stdout and stderr go to `out_path`."""
+    ids = {} if uid is None else {"user": uid, "group": uid, "extra_groups": []}
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8"}
+    with open(out_path, "wb") as out:
+        return subprocess.Popen(
+            [interpreter, "-I", "-B", "-c", RUNNER],
+            cwd=workdir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            pass_fds=(write_fd,),
+            start_new_session=True,
+            **ids,
+        )
+
+
+def _wait(proc: subprocess.Popen, timeout: float) -> bool:
+    """Whether the child was still running after `timeout` seconds."""
+    try:
+        proc.wait(timeout=timeout)
+        return False
+    except subprocess.TimeoutExpired:
+        return True
+
+
+def _read_output(path: str) -> tuple[int, str]:
+    """The size of the child's output, and its first OUTPUT_KEPT_BYTES as text."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        return size, f.read(OUTPUT_KEPT_BYTES).decode("utf-8", "replace")
+
+
+def _warn_once(exc: OSError) -> None:
+    """Report an internal failure once per kind, so a broken sandbox does not flood the log."""
+    if type(exc).__name__ not in _warned:
+        _warned.add(type(exc).__name__)
+        log.warning(
+            "code sandbox failed to run a program (scored 0; further failures of this kind are not printed): %s",
+            exc,
+        )
+
+
+def _close_quietly(*fds: int) -> None:
+    for fd in fds:
+        if fd >= 0:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
 
 def _read_verdicts(fd: int, nonce: str) -> tuple[dict[int, tuple[bool, bool]], bool, bool]:

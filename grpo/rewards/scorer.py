@@ -46,14 +46,13 @@ class RewardScorer:
             "numeric_tolerance": cfg.numeric_tolerance,
             "tiers": list(cfg.tiers),
             "near_tolerance": cfg.near_tolerance,
+            "tier_rules": cfg.tier_rules,  # the tiered reward's rules (grpo/rewards/tiered.py)
+            "partial_overlap": cfg.partial_overlap,
+            "code_near_fraction": cfg.code_near_fraction,
             "execution_timeout": cfg.execution_timeout,
             "execution_memory_mb": cfg.execution_memory_mb,
             "execution_workers": cfg.execution_workers,
         }
-        # Tier rules (grpo/rewards/tiered.py); read when the schema has them, else the module's defaults.
-        for key in ("tier_rules", "partial_overlap", "code_near_fraction"):
-            if getattr(cfg, key, None) is not None:
-                self.options[key] = getattr(cfg, key)
         self.errors_seen: set[str] = set()
         self.aggregation = cfg.aggregation
         self.functions = {name: resolve(name, dict(cfg.custom)) for name in self.weights}

@@ -36,6 +36,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from grpo.rewards.answers import is_correct, predicted_answer
 from grpo.rewards.code_exec import execute
 from grpo.rewards.sandbox import ExecResult
 
@@ -79,7 +80,7 @@ class Evidence:
     nonempty: bool
     code: bool = False
     # answer items
-    correct: bool = False  # exact (see components.correctness)
+    correct: bool = False  # exact (see answers.is_correct)
     normalized: bool = False
     rel_error: float | None = None  # of the parsed number, when both it and the gold answer are numbers
     contains: bool = False
@@ -126,8 +127,6 @@ RULES: dict[str, Callable[[Evidence, TierRules], bool]] = {
 
 
 def answer_evidence(completion: str, gold: str, pattern: str, numeric_tolerance: float) -> Evidence:
-    from grpo.rewards.components import is_correct, predicted_answer
-
     pred = predicted_answer(completion, gold, pattern)
     gold_n, pred_n = _number(gold.strip()), _number(pred)
     rel_error = abs(pred_n - gold_n) / max(abs(gold_n), 1.0) if gold_n is not None and pred_n is not None else None

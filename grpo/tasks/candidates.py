@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from grpo.tasks.jsonl import DataError, iter_jsonl, resolve_path
+from grpo.tasks.files import DataError, iter_jsonl, resolve_path
 
 
 @dataclass(frozen=True)

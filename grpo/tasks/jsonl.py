@@ -21,70 +21,30 @@ task.val_fraction of the train file, drawn per domain; test from task.test_path.
 task.train_size caps the train split (a seeded subset, e.g. seed 004's 100 / 200 / 400) and must
 not exceed it, since epochs are counted from it; task.val_size caps the validation split.
 
-Errors name the file and line, in one line (`DataError`, a ConfigError, so `grpo.run`'s pre-flight
-prints it as `error: <line>` before anything starts). Relative paths are looked up in the current
-directory, then in the project root (where experiments/ lives).
+Errors name the file and line, in one line (`DataError`); relative paths are looked up in the
+current directory, then in the project root (grpo/tasks/files.py).
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import os
 import random
 import re
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from grpo.config.errors import ConfigError
 from grpo.config.schema import TaskConfig
 from grpo.tasks.base import Example, Task
+from grpo.tasks.candidates import parse_candidates
+from grpo.tasks.files import DataError, iter_jsonl, resolve_path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 NUMBER_PATTERN = r"-?\d+(?:\.\d+)?"
 LINE_PATTERN = r"\S[^\n]*"  # the first non-blank line
 # Regex of the answer in a completion, per domain; other domains use LINE_PATTERN.
 DOMAIN_PATTERNS = {"math": NUMBER_PATTERN, "code": r"[\s\S]+"}
 RECORD_KEYS = ("prompt", "answer", "domain", "tests", "meta")
 CANDIDATE_KEYS = ("candidates", "score_list", "correct_list")
-
-
-class DataError(ConfigError):
-    """A data file breaks the format: one line that names the file and the line."""
-
-    def __init__(self, message: str, key: str = "task", value: Any = None):
-        ValueError.__init__(self, message)
-        self.key, self.value, self.rule = key, value, message
-
-
-def resolve_path(key: str, path: str) -> str:
-    """An existing file for config key `key`: as given, or relative to the cwd, then the project root."""
-    candidates = [Path(path)] if os.path.isabs(path) else [Path.cwd() / path, PROJECT_ROOT / path]
-    for candidate in candidates:
-        if candidate.is_file():
-            return str(candidate.resolve())
-    where = " or ".join(str(c.parent) for c in candidates)
-    raise ConfigError(key, path, f"no such file (looked in {where})")
-
-
-def iter_jsonl(path: str) -> Iterator[tuple[int, dict]]:
-    """(line number, object) for every non-blank line; a malformed line raises DataError naming it."""
-    with open(path, "rb") as f:
-        for line_no, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise DataError(f"{path}:{line_no}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{line_no}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-            if not isinstance(obj, dict):
-                raise DataError(f"{path}:{line_no}: expected a JSON object, got {type(obj).__name__}")
-            yield line_no, obj
 
 
 def _text(value: Any, where: str, key: str) -> str:
@@ -95,8 +55,6 @@ def _text(value: Any, where: str, key: str) -> str:
 
 def best_correct_candidate(obj: dict) -> str | None:
     """The text of the highest-scored correct candidate of a candidates record, if any."""
-    from grpo.tasks.candidates import parse_candidates
-
     try:
         found = [c for c in parse_candidates(obj, "") if c.correct > 0]
     except DataError:

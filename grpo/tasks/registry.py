@@ -6,6 +6,7 @@ import random
 
 from grpo.config.errors import ConfigError
 from grpo.config.schema import TaskConfig
+from grpo.tasks import jsonl
 from grpo.tasks.base import Task
 from grpo.tasks.builtin import INTEGER_PATTERN, generate
 
@@ -21,9 +22,7 @@ def domains_of(name: str, cfg: TaskConfig | None = None) -> tuple[str, ...] | No
     """The task's domains. jsonl: those of its train file (read and checked), or None (any
     domain) when no config or no train file is given."""
     if name == "jsonl":
-        from grpo.tasks.jsonl import domains
-
-        return domains(cfg) if cfg is not None else None
+        return jsonl.domains(cfg) if cfg is not None else None
     if name not in BUILTIN:
         raise ConfigError("task.name", name, f"must be one of {', '.join([*BUILTIN, 'jsonl'])}")
     return BUILTIN[name][0]
@@ -31,9 +30,7 @@ def domains_of(name: str, cfg: TaskConfig | None = None) -> tuple[str, ...] | No
 
 def build_task(cfg: TaskConfig) -> Task:
     if cfg.name == "jsonl":  # records from files (grpo/tasks/jsonl.py)
-        from grpo.tasks.jsonl import build_jsonl_task
-
-        return build_jsonl_task(cfg)
+        return jsonl.build_jsonl_task(cfg)
     domains, pattern, answer_space = BUILTIN[cfg.name] if cfg.name in BUILTIN else (domains_of(cfg.name), "", None)
     rng = random.Random(cfg.seed)
     train, val = [], []

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from grpo.config.schema import LoggerConfig
+from grpo.tracking.mlflow_run import MlflowTracker  # imports mlflow only when a run starts
+from grpo.tracking.safe import SafeTracker
 
 
 class Tracker(Protocol):
@@ -49,11 +51,7 @@ def build_tracker(
     cfg: LoggerConfig, run_name: str, tags: Mapping[str, str], local_dir: str, resume_run_id: str | None = None
 ) -> Tracker:
     """The configured backend wrapped in SafeTracker (local JSONL copy, failure-tolerant)."""
-    from grpo.tracking.safe import SafeTracker
-
     if cfg.backend == "none":
         return SafeTracker(NullTracker(), local_dir)
-    from grpo.tracking.mlflow_run import MlflowTracker
-
     inner = MlflowTracker(cfg, run_name, tags, resume_run_id=resume_run_id)
     return SafeTracker(inner, local_dir, logged_until=inner.logged_until() if resume_run_id else None)
