@@ -89,18 +89,3 @@ def metric_keys(summary: Mapping[str, Mapping[str, float]], prefix: str) -> dict
             key = key.replace("@", "_at_")
             out[f"{prefix}/{key}" if name == ALL else f"{prefix}/{key}/{name}"] = value
     return out
-
-
-def format_table(summary: Mapping[str, Mapping[str, float]], title: str = "") -> str:
-    """A fixed-width table: one row per domain, then "all"."""
-    columns = list(next(iter(summary.values())))
-    header = ["domain", *columns]
-    rows = [
-        [name, *(f"{m[c]:.0f}" if c == "prompts" else f"{m[c]:.3f}" for c in columns)] for name, m in summary.items()
-    ]
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    line = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
-    rule = "-" * len(line(header))
-    return "\n".join(
-        [*([title] if title else []), line(header), rule, *(line(r) for r in rows[:-1]), rule, line(rows[-1])]
-    )

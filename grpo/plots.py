@@ -4,6 +4,8 @@ matplotlib is imported inside the functions (Agg backend, no display): `grpo.com
 without `--plot` should not pay for it. Runs are told apart by colour, marker and line style
 together, so curves that lie on top of each other (a flat accuracy of 0) stay readable, and
 the legend sits under the axes where it cannot cover a line.
+
+The bottom layer: it imports nothing from `grpo`; `grpo.analysis.run_plots` decides what to draw.
 """
 
 from __future__ import annotations

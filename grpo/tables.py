@@ -1,9 +1,12 @@
-"""One table model, four renderings: rich (terminal), markdown, CSV, JSON.
+"""One table model, five renderings: rich (terminal), plain text, markdown, CSV, JSON.
 
-`grpo.diff` and `grpo.compare` build a `Table` of plain values and hand it here, so both
-commands print the same way: a rich table for reading, markdown for pasting into notes (the
-seeds' comparison tables were written by hand), CSV and JSON for scripts. Cells keep their
-raw values; text renderings format them, JSON keeps them as they are.
+`grpo.diff`, `grpo.compare`, `grpo.eval` and `grpo.bench` build a `Table` of plain values and
+hand it here, so they all print the same way: a rich table for reading, plain fixed-width text
+where the table is also a log or an artifact, markdown for pasting into notes (the seeds'
+comparison tables were written by hand), CSV and JSON for scripts. Cells keep their raw
+values; text renderings format them, JSON keeps them as they are.
+
+The bottom layer: it imports nothing from `grpo`, so any module may use it.
 """
 
 from __future__ import annotations
@@ -58,7 +61,7 @@ class Table:
     notes: list[str] = field(default_factory=list)  # shown under the terminal and markdown tables
     formatters: dict[str, Callable[[Any], str]] = field(default_factory=dict)  # per column, text views only
     right: set[str] = field(default_factory=set)  # right-aligned (numeric) columns
-    sections: set[int] = field(default_factory=set)  # row indices followed by a rule (terminal)
+    sections: set[int] = field(default_factory=set)  # row indices followed by a rule (terminal, text)
     styles: dict[int, str] = field(default_factory=dict)  # row index -> rich style
 
     def text(self, column: str, value: Any) -> str:
@@ -110,6 +113,26 @@ def to_markdown(table: Table) -> str:
     return "\n".join(lines) + "\n"
 
 
+def to_text(table: Table) -> str:
+    """Fixed-width plain text: no box characters, so it reads the same in a terminal, a log or a
+    .txt artifact. The title above, a rule under the header and under each section's last row."""
+    rows = [list(table.columns)] + [[table.text(c, v) for c, v in zip(table.columns, row)] for row in table.rows]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(table.columns))]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(
+            t.rjust(w) if c in table.right else t.ljust(w) for c, t, w in zip(table.columns, cells, widths)
+        )
+
+    rule = "-" * len(line(rows[0]))
+    lines = [*([table.title] if table.title else []), line(rows[0]), rule]
+    for i, cells in enumerate(rows[1:]):
+        lines.append(line(cells))
+        if i in table.sections and i < len(table.rows) - 1:
+            lines.append(rule)
+    return "\n".join(lines + table.notes) + "\n"
+
+
 def to_csv(table: Table) -> str:
     """Full precision (no column formatters): CSV is for further analysis."""
     buf = io.StringIO()
@@ -149,8 +172,3 @@ def rich_table(table: Table):
             end_section=i in table.sections,
         )
     return rt
-
-
-def column_values(table: Table, column: str) -> list[Any]:
-    i = table.columns.index(column)
-    return [row[i] for row in table.rows]

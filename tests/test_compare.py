@@ -16,7 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from grpo.compare import MetricSpec, is_noisy, main, parse_metric, run_filter, short_keys
+from grpo.analysis.run_plots import short_keys
+from grpo.analysis.run_table import MetricSpec, is_noisy, parse_metric
+from grpo.analysis.runs import run_filter
+from grpo.compare import main
 from grpo.plots import spans_decades
 
 REPO = Path(__file__).resolve().parents[1]

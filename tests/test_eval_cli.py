@@ -11,8 +11,9 @@ from omegaconf import OmegaConf
 
 from grpo.checkpoint import save_checkpoint
 from grpo.compose import compose
-from grpo.eval import evaluate_checkpoint, find_checkpoint, main
-from grpo.metrics import format_table, ks_for, majority_correct, metric_keys, pass_at_k, summarize
+from grpo.eval import evaluate_checkpoint, find_checkpoint, main, summary_table
+from grpo.metrics import ks_for, majority_correct, metric_keys, pass_at_k, summarize
+from grpo.tables import to_text
 
 
 # ---------------------------------------------------------------------------- pure metrics
@@ -45,7 +46,7 @@ def test_summarize_per_domain():
     }
     assert list(s) == ["math", "qa", "all"] and s["all"]["best@2"] == pytest.approx(0.7)
     assert metric_keys(s, "eval/val")["eval/val/pass_at_2/math"] == 1.0
-    table = format_table(s, "title")
+    table = to_text(summary_table(s, "title"))
     assert table.splitlines()[0] == "title" and "pass@2" in table and table.splitlines()[-1].startswith("all")
     with pytest.raises(ValueError):
         summarize(["math"] * 3, [1] * 3, [1] * 3, ["1"] * 3, n=2)

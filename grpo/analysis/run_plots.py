@@ -1,0 +1,128 @@
+"""Plots of compared runs: each metric's curves by step, and each sweep's params against its objective.
+
+The drawing is `grpo.plots`; here is what to draw: which runs, in what order, under which
+legend labels, and which params a sweep varied.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from grpo import plots
+from grpo.analysis.run_table import MetricSpec, RunRow, differing_params, metric_value
+from grpo.analysis.runs import PARENT_TAG, STUDY_TAG, Store, parse_param
+from grpo.tables import cell_text
+
+DEFAULT_CURVES = ("val/accuracy", "train/reward")
+LEGEND_PARAMS = 4  # differing params named in a legend entry; the table has them all
+
+
+# ----------------------------------------------------------------------------------- labels
+def short_keys(keys: Sequence[str]) -> dict[str, str]:
+    """`algorithm.kl_beta` -> `kl_beta` where the last part is unambiguous among `keys`."""
+    last = [k.rsplit(".", 1)[-1] for k in keys]
+    return {k: (s if last.count(s) == 1 else k) for k, s in zip(keys, last)}
+
+
+def legend_label(row: RunRow, keys: Sequence[str], with_name: bool = True) -> str:
+    """Run name + the params that tell the runs apart (`kl_beta=0.1`); the name alone if none does."""
+    short = short_keys([k for k in keys if not k.startswith("derived.")])
+    shown = list(short)[:LEGEND_PARAMS]
+    params = ", ".join(f"{short[k]}={cell_text(row.params[k])}" for k in shown)
+    if len(short) > len(shown):
+        params += f", +{len(short) - len(shown)} more"
+    if not params:
+        return f"{row.name} [{row.run.info.run_id[:8]}]"
+    return f"{row.name} ({params})" if with_name else params
+
+
+def numeric(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def sortable(value: Any) -> tuple:
+    return (0, value, "") if numeric(value) else (1, 0, cell_text(value))
+
+
+def plot_order(rows: Sequence[RunRow], keys: Sequence[str]) -> list[RunRow]:
+    """Legend order follows the differing params (kl_beta 0.01, 0.1, 1.0), not the table's sort."""
+    return sorted(rows, key=lambda r: tuple(sortable(r.params[k]) for k in keys))
+
+
+# ----------------------------------------------------------------------------------- curves
+def stage_boundary(rows: Sequence[RunRow]) -> int | None:
+    """The step where GRPO starts, when every run had the same RCE stage before it."""
+    values = {r.run.data.params.get("derived.rce_steps") for r in rows}
+    if len(values) != 1:
+        return None
+    value = parse_param(values.pop() or "0")
+    return value if isinstance(value, int) and value > 0 else None
+
+
+def curve_plots(
+    store: Store, rows: Sequence[RunRow], keys: Sequence[str], metrics: Sequence[str], outdir: Path, subtitle: str
+) -> list[Path]:
+    names = {r.name for r in rows}
+    shared_name = len(names) == 1 and any(not k.startswith("derived.") for k in keys)
+    if shared_name:  # one name for all: say it once, above the plot, not in every legend entry
+        subtitle = f"{subtitle}, runs {names.pop()}" if subtitle else f"runs {names.pop()}"
+    written = []
+    for metric in metrics:
+        series = []
+        for row in plot_order(rows, keys):
+            points = store.history(row.run.info.run_id, metric)
+            if points:
+                label = legend_label(row, keys, with_name=not shared_name)
+                series.append(plots.Series(label, [s for s, _ in points], [v for _, v in points]))
+        if series:
+            boundary = stage_boundary(rows)
+            if boundary and max(max(s.steps) for s in series) <= boundary:
+                boundary = None
+            written.append(plots.curves(series, metric, outdir / f"{plots.slug(metric)}.png", subtitle, boundary))
+    return written
+
+
+# ----------------------------------------------------------------------------------- sweeps
+def sweep_groups(rows: Sequence[RunRow]) -> dict[str, list[RunRow]]:
+    """Runs of one sweep: the same MLflow parent run or the same Optuna study (2 runs or more)."""
+    groups: dict[str, list[RunRow]] = {}
+    for row in rows:
+        tags = row.run.data.tags
+        key = tags.get(STUDY_TAG) or (f"parent-{tags[PARENT_TAG][:8]}" if PARENT_TAG in tags else None)
+        if key:
+            groups.setdefault(key, []).append(row)
+    return {k: v for k, v in groups.items() if len(v) >= 2}
+
+
+def varied_numeric_params(group: Sequence[RunRow]) -> list[str]:
+    keys = differing_params([r.run for r in group])
+    return [
+        k
+        for k in keys
+        if not k.startswith("derived.") and all(numeric(parse_param(r.run.data.params.get(k, "None"))) for r in group)
+    ]
+
+
+def scatter_plots(store: Store, rows: Sequence[RunRow], outdir: Path) -> list[Path]:
+    """For each sweep among the rows: its objective against each varied numeric param."""
+    written = []
+    for name, group in sweep_groups(rows).items():
+        objective = group[0].run.data.params.get("optimized_metric", "val/accuracy")
+        scored = [(r, metric_value(store, r.run, MetricSpec(objective))) for r in group]
+        scored = [(r, y) for r, y in scored if y is not None and math.isfinite(y)]
+        if len(scored) < 2:
+            continue
+        for key in varied_numeric_params([r for r, _ in scored]):
+            points = [plots.Point(float(parse_param(r.run.data.params[key])), y, trial_label(r)) for r, y in scored]
+            path = outdir / f"sweep_{plots.slug(name)}_{plots.slug(key)}.png"
+            title = f"sweep {name}: {objective} vs {key} ({len(points)} runs)"
+            written.append(plots.scatter(points, key, objective, path, title))
+    return written
+
+
+def trial_label(row: RunRow) -> str:
+    trial = row.run.data.tags.get("optuna_trial")
+    return f"#{trial}" if trial is not None else row.run.info.run_id[:8]
