@@ -27,6 +27,8 @@ import sys
 import tempfile
 import time
 
+from grpo.tables import Table, to_markdown
+
 PHASES = ("generation", "reference_forward", "policy_forward", "backward", "optimizer", "other")
 
 
@@ -137,113 +139,45 @@ LADDER = {
 
 
 def run_ours(args: argparse.Namespace) -> dict:
-    """Time `grpo_step` on components built by `Recipe.setup`; phases from hooks around the real calls."""
-    import contextlib
-
+    """Time `grpo_step` on components built by `Recipe.setup`; phases from the step's own timer."""
     import torch
 
     from grpo.compose import compose
     from grpo.optim import build_optimizer, build_scheduler
     from grpo.recipe import Recipe
-    from grpo.rollout import merged
-    from grpo.rollout.engine import HFGenerateEngine, MergedEngine
     from grpo.stages.grpo import grpo_step
+    from grpo.timing import StepTimer
 
     with tempfile.TemporaryDirectory(prefix="grpo-bench-") as out_dir:
         comp = compose(overrides(args, out_dir))
         recipe = Recipe(comp, run_dir=out_dir, tags={})
         recipe.setup()
         ctx, acc, cfg = recipe.ctx, recipe.accelerator, comp.cfg
-        engines = {"recipe": ctx.engine, "hf": HFGenerateEngine(ctx.tokenizer), "merged": MergedEngine(ctx.tokenizer)}
-        for engine in engines.values():
-            if not hasattr(engine, "min_new_tokens"):
-                raise SystemExit(f"{type(engine).__name__} cannot force full-length completions (no min_new_tokens)")
-            engine.min_new_tokens = args.new_tokens  # fixed workload: no EOS before --new-tokens
-        references = {"recipe": ctx.reference}
-        if cfg.lora.enabled:
-            policy = acc.unwrap_model(ctx.policy)
-
-            @contextlib.contextmanager
-            def peft_disable_adapter():
-                with policy.disable_adapter():
-                    yield policy
-
-            references["peft"] = peft_disable_adapter
-
-        def configure(rung: str | None) -> None:
-            """The engine, reference and plain-decoder switches of a rung (None: the flags)."""
-            if rung is None:
-                ctx.engine = engines[args.engine]
-                merged.ENABLED = args.plain_decoder
-                merged.SHARE_PROMPT_UNDER_DROPOUT = args.share_prompt_dropout
-                return
-            level = list(LADDER).index(rung)
-            ctx.engine = engines["merged" if level >= 4 else "hf"]
-            ctx.reference = references["peft" if level == 0 and "peft" in references else "recipe"]
-            merged.ENABLED = level >= 2
-            merged.SHARE_PROMPTS = level >= 3
-            merged.SHARE_PROMPT_UNDER_DROPOUT = level >= 5
-
+        configure = ours_configurations(args, ctx)
+        rungs = list(LADDER) if args.ladder else [None]
         opt = build_optimizer(ctx.policy.parameters(), cfg.trainer.optim, cfg.schedule.grpo_lr)
         sched = build_scheduler(
             opt,
-            total_steps=recipe.derived.grpo_steps * (len(LADDER) if args.ladder else 1),
+            total_steps=recipe.derived.grpo_steps * len(rungs),
             warmup_steps=0,
             decay=cfg.schedule.lr_scheduler,
             min_ratio=cfg.schedule.min_lr_ratio,
         )
         opt, sched = acc.prepare(opt, sched)
-
         cuda = acc.device.type == "cuda"
-        sync = torch.cuda.synchronize if cuda else (lambda: None)
-        spent = {"backward": 0.0, "optimizer": 0.0}
+        ctx.timer = StepTimer(sync=torch.cuda.synchronize if cuda else None)  # a phase ends when its kernels do
 
-        def timed(name, fn):
-            def wrapper(*a, **kw):
-                sync()
-                t = time.perf_counter()
-                out = fn(*a, **kw)
-                sync()
-                spent[name] += time.perf_counter() - t
-                return out
-
-            return wrapper
-
-        # The accelerator's backward and clip, and the optimizer's step, are what grpo_step calls.
-        acc.backward = timed("backward", acc.backward)
-        acc.clip_grad_norm_ = timed("optimizer", acc.clip_grad_norm_)
-        opt.step = timed("optimizer", opt.step)
-
-        rungs = list(LADDER) if args.ladder else [None]
         record: dict = {rung: ([], [], None) for rung in rungs}
         index = 0
         for i in range(args.warmup + args.steps):
             for rung in rungs:
                 configure(rung)
-                batch = recipe.sampler.next_batch(cfg.rollout.batch_size)
-                spent.update(backward=0.0, optimizer=0.0)
-                sync()
-                t0 = time.perf_counter()
-                metrics, _ = grpo_step(ctx, batch, index, opt, sched)
-                sync()
-                total = time.perf_counter() - t0
+                metrics, _ = grpo_step(ctx, recipe.sampler.next_batch(cfg.rollout.batch_size), index, opt, sched)
                 index += 1
                 if i < args.warmup:
                     continue
-                gen, ref, train = metrics["time/generate"], metrics["time/reference"], metrics["time/train"]
-                policy_fwd = train - spent["backward"] - spent["optimizer"]
                 steps, tokens, _ = record[rung]
-                steps.append(
-                    {
-                        "step": total,
-                        "generation": gen,
-                        "reference_forward": ref,
-                        "policy_forward": policy_fwd,
-                        "backward": spent["backward"],
-                        "optimizer": spent["optimizer"],
-                        "other": total - gen - ref - train,
-                    }
-                )
+                steps.append(step_phases(ctx.timer))
                 tokens.append(metrics["train/completion_len/mean"] * metrics["train/num_samples"])
                 record[rung] = (steps, tokens, type(ctx.engine).__name__)
         results = {
@@ -254,6 +188,56 @@ def run_ours(args: argparse.Namespace) -> dict:
             for result in results.values():
                 result["peak_cuda_mib"] = torch.cuda.max_memory_allocated() / 2**20
         return {"ladder": results} if args.ladder else results[None]
+
+
+def step_phases(timer) -> dict[str, float]:
+    """One step's seconds per bench phase, from the step's timer; "other" is what no phase covers."""
+    phases = {
+        "step": timer["step"],
+        "generation": timer["generation"],
+        "reference_forward": timer["reference_forward"] + timer["old_policy_forward"],
+        "policy_forward": timer["policy_forward"],
+        "backward": timer["backward"],
+        "optimizer": timer["optimizer"],
+    }
+    phases["other"] = phases["step"] - sum(v for k, v in phases.items() if k != "step")
+    return phases
+
+
+def ours_configurations(args: argparse.Namespace, ctx):
+    """A function that sets the engine, reference and decoder switches of a ladder rung (None: the flags)."""
+    import contextlib
+
+    from grpo.rollout import merged
+    from grpo.rollout.engine import HFGenerateEngine, MergedEngine
+
+    engines = {"recipe": ctx.engine, "hf": HFGenerateEngine(ctx.tokenizer), "merged": MergedEngine(ctx.tokenizer)}
+    for engine in engines.values():
+        if not hasattr(engine, "min_new_tokens"):
+            raise SystemExit(f"{type(engine).__name__} cannot force full-length completions (no min_new_tokens)")
+        engine.min_new_tokens = args.new_tokens  # fixed workload: no EOS before --new-tokens
+    references = {"recipe": ctx.reference}
+    if ctx.cfg.lora.enabled and ctx.reference is not None:
+        policy = ctx.accelerator.unwrap_model(ctx.policy)
+
+        @contextlib.contextmanager
+        def peft_disable_adapter():
+            with policy.disable_adapter():
+                yield policy
+
+        references["peft"] = peft_disable_adapter
+
+    def configure(rung: str | None) -> None:
+        if rung is None:
+            ctx.engine = engines[args.engine]
+            merged.configure(enabled=args.plain_decoder, share_prompt_under_dropout=args.share_prompt_dropout)
+            return
+        level = list(LADDER).index(rung)
+        ctx.engine = engines["merged" if level >= 4 else "hf"]
+        ctx.reference = references["peft" if level == 0 and "peft" in references else "recipe"]
+        merged.configure(enabled=level >= 2, share_prompts=level >= 3, share_prompt_under_dropout=level >= 5)
+
+    return configure
 
 
 # ---------------------------------------------------------------- TRL
@@ -449,16 +433,12 @@ def workload_line(result: dict) -> str:
 
 
 def table(result: dict) -> str:
-    lines = [
-        workload_line(result),
-        "",
-        "| | ours | trl |" if "trl" in result else "| | ours |",
-        "|---|---|---|" if "trl" in result else "|---|---|",
-    ]
     impls = [k for k in ("ours", "trl") if k in result]
+    # One row per quantity, each in its own unit: cells are formatted here, not by column.
+    md = Table(columns=["", *impls])
 
     def row(label, fn):
-        lines.append(f"| {label} | " + " | ".join(fn(result[k]) for k in impls) + " |")
+        md.rows.append([label, *(fn(result[k]) for k in impls)])
 
     def ms(x):
         return "-" if x is None else f"{1000 * x:.1f} ms"
@@ -472,6 +452,7 @@ def table(result: dict) -> str:
     for phase in PHASES:
         row(f"  {phase.replace('_', ' ')}", lambda r, phase=phase: ms(r["phases_s"].get(phase)))
     row("peak RSS", lambda r: f"{r['peak_rss_mib']:.0f} MiB")
+    lines = [workload_line(result), "", to_markdown(md).rstrip("\n")]
     if "pairs" in result:
         lines += [
             "",
@@ -484,22 +465,22 @@ def table(result: dict) -> str:
 def ladder_table(result: dict) -> str:
     rungs = result["ladder"]
     first = next(iter(rungs.values()))["step_time_s"]
-    lines = [
-        workload_line(result),
-        "",
-        "| rung | median step | vs before | generation | reference | policy fwd | backward | change |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+    columns = {  # column -> phase, in ms
+        "generation": "generation",
+        "reference": "reference_forward",
+        "policy fwd": "policy_forward",
+        "backward": "backward",
+    }
+    md = Table(columns=["rung", "median step", "vs before", *columns, "change"])
+    md.formatters = {
+        "median step": lambda s: f"{1000 * s:.1f} ms",
+        "vs before": lambda x: f"{x:.2f}",
+        **{column: (lambda s: f"{1000 * s:.1f}") for column in columns},
+    }
     for rung, r in rungs.items():
-        ph = r["phases_s"]
-        lines.append(
-            f"| {rung} | {1000 * r['step_time_s']:.1f} ms | {r['step_time_s'] / first:.2f} | "
-            + " | ".join(
-                f"{1000 * ph[k]:.1f}" for k in ("generation", "reference_forward", "policy_forward", "backward")
-            )
-            + f" | {LADDER[rung]} |"
-        )
-    return "\n".join(lines)
+        phases = [r["phases_s"][k] for k in columns.values()]
+        md.rows.append([rung, r["step_time_s"], r["step_time_s"] / first, *phases, LADDER[rung]])
+    return workload_line(result) + "\n\n" + to_markdown(md).rstrip("\n")
 
 
 def report(args: argparse.Namespace, model: str, runs: dict[str, list[dict]]) -> dict:

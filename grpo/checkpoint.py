@@ -150,3 +150,17 @@ def prune_checkpoints(root: str, keep_last: int | None, keep_steps: set[int]) ->
     for _, path in doomed:
         shutil.rmtree(path, ignore_errors=True)
     return [p for _, p in doomed]
+
+
+def check_writable(directory: str) -> None:
+    """Fail before training, in one line, when checkpoints could not be written."""
+    try:
+        os.makedirs(directory, exist_ok=True)
+        probe = os.path.join(directory, ".write_test")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as exc:
+        raise ConfigError(
+            "trainer.output_dir", directory, f"cannot write there ({exc.strerror}); choose another directory"
+        ) from exc

@@ -11,7 +11,14 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from grpo.algorithms.names import ADVANTAGE_ESTIMATORS as ADV_ESTIMATORS
-from grpo.algorithms.names import AGGREGATION_MODES, LOSS_AGG_MODES, RATIO_LEVELS, SCALE_REWARDS
+from grpo.algorithms.names import (
+    AGGREGATION_MODES,
+    KL_CONTROLLERS,
+    LOSS_AGG_MODES,
+    OPTIMIZERS,
+    RATIO_LEVELS,
+    SCALE_REWARDS,
+)
 from grpo.algorithms.names import KL_ESTIMATORS as _KL
 from grpo.algorithms.names import KL_VERL_ALIASES as _VERL_ALIASES
 from grpo.config.errors import ConfigError
@@ -130,7 +137,7 @@ def _check_algorithm(cfg: RunConfig) -> None:
         _require(a.dual_clip > 1, "algorithm.dual_clip", a.dual_clip, "must be > 1")
     _at_least("algorithm.num_iterations", a.num_iterations, 1)
     _one_of("algorithm.ratio_level", a.ratio_level, RATIO_LEVELS)
-    _one_of("algorithm.kl_ctrl", a.kl_ctrl, ("fixed", "adaptive"))
+    _one_of("algorithm.kl_ctrl", a.kl_ctrl, KL_CONTROLLERS)
     _positive("algorithm.kl_target", a.kl_target)
     _at_least("algorithm.kl_horizon", a.kl_horizon, 1)
     _at_least("algorithm.max_try_make_batch", a.max_try_make_batch, 1)
@@ -259,7 +266,9 @@ def _check_trainer(cfg: RunConfig) -> None:
         _at_least("trainer.save_limit", tr.save_limit, 1)
     _at_least("trainer.max_bad_steps", tr.max_bad_steps, 1)
     _one_of("trainer.mixed_precision", tr.mixed_precision, MIXED_PRECISION)
+    _one_of("trainer.optim.name", tr.optim.name, OPTIMIZERS)
     _at_least("trainer.optim.weight_decay", tr.optim.weight_decay, 0)
+    _at_least("trainer.optim.momentum", tr.optim.momentum, 0)
 
 
 def _check_eval(cfg: RunConfig) -> None:

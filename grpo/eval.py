@@ -24,16 +24,18 @@ import argparse
 import json
 import logging
 import os
-import re
 import sys
 from collections.abc import Sequence
 
 import torch
 
+from grpo.checkpoint import latest_checkpoint
 from grpo.compose import Composition, compose, finish, register
 from grpo.config.errors import ConfigError, explain
-from grpo.metrics import format_table, metric_keys, summarize
+from grpo.context import RunContext, generation_budget, make_accelerator
+from grpo.metrics import metric_keys, summarize
 from grpo.stages.validation import collect
+from grpo.tables import Table, to_text
 from grpo.tasks.base import Example
 from grpo.tasks.registry import build_task
 
@@ -45,19 +47,14 @@ def find_checkpoint(path: str) -> str:
     """A checkpoint directory: `path` itself, or the latest checkpoints/step_N of a run directory."""
     if any(os.path.isfile(os.path.join(path, f)) for f in ("adapter_config.json", "config.json")):
         return os.path.abspath(path)
-    root = os.path.join(path, "checkpoints")
-    steps = sorted(
-        (int(m.group(1)), d)
-        for d in (os.listdir(root) if os.path.isdir(root) else [])
-        if (m := re.fullmatch(r"step_(\d+)", d))
-    )
-    if not steps:
+    latest = latest_checkpoint(os.path.join(path, "checkpoints"))
+    if latest is None:
         raise ConfigError(
             "--checkpoint",
             path,
             "neither a checkpoint (adapter_config.json or config.json) nor a run directory with checkpoints/step_N",
         )
-    return os.path.abspath(os.path.join(root, steps[-1][1]))
+    return os.path.abspath(latest)
 
 
 def run_composition(checkpoint: str, overrides: Sequence[str]) -> Composition:
@@ -99,20 +96,15 @@ def split_examples(comp: Composition, task, split: str) -> list[Example]:
     return load_split(comp.cfg.task, "test")
 
 
-def build_context(comp: Composition, checkpoint: str | None, task, examples: Sequence[Example]):
-    """A RunContext for evaluation: the run's model with the checkpoint, the task, the rewards."""
-    from accelerate import Accelerator
-
-    from grpo.models.load import context_length, load_model
+def build_context(comp: Composition, checkpoint: str | None, task, examples: Sequence[Example]) -> RunContext:
+    """A RunContext for evaluation: the run's model with the checkpoint, the task, the rewards (no KL)."""
+    from grpo.algorithms.kl import FixedKLController
+    from grpo.models.load import load_model
     from grpo.rewards.scorer import RewardScorer
     from grpo.rollout.engine import HFGenerateEngine
-    from grpo.stages.common import RunContext
 
     cfg = comp.cfg
-    if cfg.trainer.threads:
-        torch.set_num_threads(cfg.trainer.threads)
-    cpu = cfg.trainer.device == "cpu" or (cfg.trainer.device == "auto" and not torch.cuda.is_available())
-    acc = Accelerator(cpu=cpu)
+    acc = make_accelerator(cfg.trainer)
     model, tokenizer = load_model(cfg.model)
     if checkpoint and os.path.isfile(os.path.join(checkpoint, "adapter_config.json")):
         from peft import PeftModel
@@ -125,12 +117,8 @@ def build_context(comp: Composition, checkpoint: str | None, task, examples: Seq
             checkpoint, dtype=torch.bfloat16 if cfg.model.bf16 else torch.float32
         )
     model = model.to(acc.device).eval()
-    ctx_len = context_length(model)
-    longest = max(
-        len(tokenizer(ex.prompt, add_special_tokens=False)["input_ids"]) for ex in (*task.train, *task.val, *examples)
-    )
-    max_new = max(1, min(cfg.generation.max_new_tokens, ctx_len - longest))
-    ctx = RunContext(
+    max_new, _ = generation_budget(cfg.generation.max_new_tokens, model, tokenizer, (*task.train, *task.val, *examples))
+    return RunContext(
         cfg=cfg,
         derived=comp.derived,
         accelerator=acc,
@@ -139,14 +127,11 @@ def build_context(comp: Composition, checkpoint: str | None, task, examples: Seq
         engine=HFGenerateEngine(tokenizer),
         scorer=RewardScorer(cfg.reward),
         task=task,
-        reference=None,
+        kl_ctrl=FixedKLController(0.0),
         max_new_tokens=max_new,
-    )  # type: ignore[arg-type]  # no KL at evaluation
-    return ctx
+    )
 
 
-# ---------------------------------------------------------------------------- the loop
-@torch.no_grad()
 # ---------------------------------------------------------------------------- tracking
 def log_to_mlflow(
     comp: Composition,
@@ -203,6 +188,17 @@ def log_to_mlflow(
     return tracker.run_id
 
 
+# ---------------------------------------------------------------------------- the table
+def summary_table(summary: dict[str, dict[str, float]], title: str = "") -> Table:
+    """One row per domain, then "all" under a rule: the prompt count, each metric to 3 decimals."""
+    columns = list(next(iter(summary.values())))
+    table = Table(columns=["domain", *columns], title=title or None, right=set(columns))
+    table.formatters = {c: (lambda v: f"{v:.0f}") if c == "prompts" else (lambda v: f"{v:.3f}") for c in columns}
+    table.rows = [[name, *(m[c] for c in columns)] for name, m in summary.items()]
+    table.sections = {len(table.rows) - 2}  # the rule above "all"
+    return table
+
+
 # ---------------------------------------------------------------------------- entry point
 def evaluate_checkpoint(
     checkpoint: str | None,
@@ -227,7 +223,7 @@ def evaluate_checkpoint(
     gen = comp.cfg.eval.generation
     how = "greedy" if gen.greedy else f"sampled: temperature {gen.temperature:g}, top_p {gen.top_p:g}, n {n}"
     title = f"{split}: {checkpoint or 'base model (' + comp.cfg.model.name + ')'}  [{how}]"
-    table = format_table(summary, title)
+    table = to_text(summary_table(summary, title)).rstrip("\n")
     state = {}
     if checkpoint and os.path.isfile(os.path.join(checkpoint, "trainer_state.json")):
         with open(os.path.join(checkpoint, "trainer_state.json")) as f:

@@ -11,28 +11,22 @@ import logging
 import os
 import time
 
-import torch
 from tqdm.auto import tqdm
 
 from grpo import checkpoint as ckpt
-from grpo.algorithms.kl import AdaptiveKLController
 from grpo.compose import Composition
 from grpo.config.errors import ConfigError
 from grpo.config.flatten import flat_config
+from grpo.context import build_training_context, make_accelerator
 from grpo.early_stopping import EarlyStopping
 from grpo.launch import single_cpu_process_note
-from grpo.models.load import context_length, load_model
-from grpo.models.lora import apply_lora, reference_context
 from grpo.optim import build_optimizer, build_scheduler
-from grpo.rewards.scorer import RewardScorer
-from grpo.rollout.engine import MergedEngine
+from grpo.resume import check_compatible, gather_rng_states, restore_rng, shared_resume_path
 from grpo.run_report import header, summary
-from grpo.stages.common import RunContext
 from grpo.stages.grpo import grpo_step
 from grpo.stages.rce import rce_step
 from grpo.stages.validation import validate
 from grpo.tasks.mixing import BatchSampler
-from grpo.tasks.registry import build_task
 from grpo.tracking.base import NullTracker, build_tracker
 from grpo.tracking.safe import SafeTracker
 
@@ -75,17 +69,13 @@ class Recipe:
 
     # ---------------------------------------------------------------- setup
     def setup(self) -> None:
-        from accelerate import Accelerator
         from accelerate.utils import set_seed
 
         cfg = self.cfg
         if note := single_cpu_process_note():
             log.warning(note)
-        if cfg.trainer.threads:
-            torch.set_num_threads(cfg.trainer.threads)
-        cpu = cfg.trainer.device == "cpu" or (cfg.trainer.device == "auto" and not torch.cuda.is_available())
-        self.accelerator = acc = Accelerator(
-            cpu=cpu,
+        self.accelerator = acc = make_accelerator(
+            cfg.trainer,
             mixed_precision=cfg.trainer.mixed_precision,
             gradient_accumulation_steps=cfg.trainer.gradient_accumulation_steps,
         )
@@ -97,113 +87,34 @@ class Recipe:
                 cfg.rollout.batch_size,
                 f"prompts per step are split across processes: must be divisible by {acc.num_processes}",
             )
-        check_writable(self.output_dir)
-        resume_path = self._shared_resume_path()
+        ckpt.check_writable(self.output_dir)
+        resume_path = shared_resume_path(acc, cfg.trainer.resume, self.checkpoint_root)
         resume_state = ckpt.read_state(resume_path) if resume_path else None
         if resume_state:
-            self._check_compatible(resume_path, resume_state)
-
-        model, tokenizer = load_model(cfg.model)
-        model = apply_lora(model, cfg.lora)
-        if resume_path:
-            ckpt.load_weights(model, resume_path, cfg.lora.enabled)
-        need_ref = cfg.algorithm.kl_beta > 0
-        reference = reference_context(model, cfg.lora.enabled, need_ref)
-        policy = acc.prepare(model)
-        task = build_task(cfg.task)
-        ctx_len = context_length(acc.unwrap_model(policy))
-        longest_prompt = max(
-            len(tokenizer(ex.prompt, add_special_tokens=False)["input_ids"]) for ex in (*task.train, *task.val)
-        )
-        max_new = max(1, min(cfg.generation.max_new_tokens, ctx_len - longest_prompt))
-        a = cfg.algorithm
-        kl_ctrl = AdaptiveKLController(a.kl_beta, a.kl_target, a.kl_horizon) if a.kl_ctrl == "adaptive" else None
-        engine = MergedEngine(tokenizer)
-        self.ctx = RunContext(
-            cfg=cfg,
-            derived=self.derived,
-            accelerator=acc,
-            policy=policy,
-            tokenizer=tokenizer,
-            engine=engine,
-            scorer=RewardScorer(cfg.reward),
-            task=task,
-            reference=reference,
-            max_new_tokens=max_new,
-            kl_ctrl=kl_ctrl,
-            token_ids=engine.token_ids,
-        )  # one cache per run
-        self.sampler = BatchSampler(task.train, cfg.task.domain_ratios, seed=cfg.task.seed + 7)
-        run_id = resume_state.get("mlflow_run_id") if resume_state else None
-        self.tracker = (
-            build_tracker(cfg.logger, self.derived.run_name, self.tags, self.output_dir, resume_run_id=run_id)
-            if acc.is_main_process
-            else SafeTracker(NullTracker(), os.path.join(self.output_dir, f".rank{acc.process_index}"))
-        )
-        if self.trial is not None and self.tracker.run_id:  # lets a restarted sweep close this run if we die
-            self.trial.set_user_attr("mlflow_run_id", self.tracker.run_id)
+            check_compatible(resume_path, resume_state, self.flat_config())
+        self.ctx = build_training_context(cfg, self.derived, acc, resume_path)
+        self.sampler = BatchSampler(self.ctx.task.train, cfg.task.domain_ratios, seed=cfg.task.seed + 7)
+        self._start_tracking(resume_state.get("mlflow_run_id") if resume_state else None)
         self.resume_training = ckpt.load_training(resume_path) if resume_path else None
         if resume_state:
             self._restore_progress(resume_state)
-        params = (
-            sum(p.numel() for p in policy.parameters()),
-            sum(p.numel() for p in policy.parameters() if p.requires_grad),
-        )
         if acc.is_main_process:
-            log.info(
-                header(
-                    self.comp,
-                    run_dir=self.output_dir,
-                    max_new_tokens=max_new,
-                    context=ctx_len,
-                    params=(params[1], params[0]),
-                    tracker=self.tracker,
-                    task=task,
-                )
-            )
+            log.info(header(self.comp, run_dir=self.output_dir, ctx=self.ctx, tracker=self.tracker))
             if resume_path:
                 log.info("resuming from %s (step %d, stage %s)", resume_path, self.step, resume_state["stage"])
             self._log_config()
 
-    def _shared_resume_path(self) -> str | None:
-        """Rank 0 finds the checkpoint (under `accelerate launch` the other ranks run in scratch
-        directories) and every process resumes from it; a bad path fails on every process alike."""
+    def _start_tracking(self, resume_run_id: str | None) -> None:
+        """Rank 0 tracks (into the checkpoint's MLflow run when resuming); the others keep local files."""
         acc = self.accelerator
-        found, problem = None, None
         if acc.is_main_process:
-            try:
-                found = self._find_resume()
-            except ConfigError as exc:
-                problem = (exc.key, exc.value, exc.rule)
-        if acc.num_processes > 1:
-            from accelerate.utils import broadcast_object_list
-
-            found, problem = broadcast_object_list([found, problem])
-        if problem:
-            raise ConfigError(*problem)
-        return found
-
-    def _find_resume(self) -> str | None:
-        mode = self.cfg.trainer.resume
-        if mode == "never":
-            return None
-        if mode == "auto":
-            return ckpt.latest_checkpoint(self.checkpoint_root)
-        if not os.path.isdir(mode):
-            raise ConfigError("trainer.resume", mode, "no such checkpoint directory (use auto, never or a step_N path)")
-        return mode
-
-    def _check_compatible(self, path: str, state: dict) -> None:
-        saved = state.get("config", {})
-        differ = ckpt.incompatible_keys(saved, self.flat_config())
-        if differ:
-            shown = ", ".join(f"{k} ({saved.get(k)!r} -> {self.flat_config().get(k)!r})" for k in differ[:4])
-            raise ConfigError(
-                "trainer.resume",
-                path,
-                f"checkpoint was trained with another config: {shown}"
-                f"{' ...' if len(differ) > 4 else ''}; use trainer.resume=never or another trainer.output_dir",
+            self.tracker = build_tracker(
+                self.cfg.logger, self.derived.run_name, self.tags, self.output_dir, resume_run_id=resume_run_id
             )
+        else:
+            self.tracker = SafeTracker(NullTracker(), os.path.join(self.output_dir, f".rank{acc.process_index}"))
+        if self.trial is not None and self.tracker.run_id:  # lets a restarted sweep close this run if we die
+            self.trial.set_user_attr("mlflow_run_id", self.tracker.run_id)
 
     def _restore_progress(self, state: dict) -> None:
         self.step = state["step"]
@@ -212,39 +123,9 @@ class Recipe:
         self.skipped_total = state.get("skipped_steps", 0)
         training = self.resume_training
         self.sampler.load_state_dict(training["sampler"])
-        self._restore_rng(training.get("rng_per_rank") or [training["rng"]])
-        if self.ctx.kl_ctrl is not None and training.get("kl_ctrl"):
+        restore_rng(self.accelerator, training.get("rng_per_rank") or [training["rng"]], self.cfg.seed, self.step)
+        if training.get("kl_ctrl"):
             self.ctx.kl_ctrl.load_state_dict(training["kl_ctrl"])
-
-    def _gather_rng_states(self) -> list[dict]:
-        """Each process's RNG state, in rank order: ranks sample differently, and a resumed
-        data-parallel run must go on with each rank's own stream."""
-        state = ckpt.rng_state()
-        if self.accelerator.num_processes == 1:
-            return [state]
-        from accelerate.utils import gather_object
-
-        return gather_object([state])
-
-    def _restore_rng(self, per_rank: list[dict]) -> None:
-        acc = self.accelerator
-        if len(per_rank) == acc.num_processes:
-            ckpt.set_rng_state(per_rank[acc.process_index])
-            return
-        # Saved with another process count: rank 0 continues its stream, the others start fresh
-        # (deterministically, and apart from each other) rather than repeat rank 0's samples.
-        from accelerate.utils import set_seed
-
-        ckpt.set_rng_state(per_rank[0])
-        if acc.process_index > 0:
-            set_seed(self.cfg.seed + acc.process_index + 100_003 * self.step)
-        if acc.is_main_process:
-            log.warning(
-                "checkpoint saved by %d process(es), resumed by %d: only rank 0 continues its random stream; "
-                "the run is reproducible but differs from an uninterrupted one",
-                len(per_rank),
-                acc.num_processes,
-            )
 
     def flat_config(self) -> dict:
         return flat_config(self.comp.raw)
@@ -419,7 +300,7 @@ class Recipe:
 
     def _save(self, stage: str, optimizer, scheduler, best: bool = False) -> None:
         self.last_saved_step = self.step
-        rng_per_rank = self._gather_rng_states()  # every process: a collective under DDP
+        rng_per_rank = gather_rng_states(self.accelerator)  # every process: a collective under DDP
         if not self.accelerator.is_main_process:
             return
         state = {
@@ -439,7 +320,7 @@ class Recipe:
             "rng": rng_per_rank[0],
             "rng_per_rank": rng_per_rank,
             "sampler": self.sampler.state_dict(),
-            "kl_ctrl": self.ctx.kl_ctrl.state_dict() if self.ctx.kl_ctrl is not None else None,
+            "kl_ctrl": self.ctx.kl_ctrl.state_dict(),
         }
         path = ckpt.save_checkpoint(
             self.checkpoint_root,
@@ -476,16 +357,3 @@ class Recipe:
                     stop_reason=self.stop_reason,
                 )
             )
-
-
-def check_writable(directory: str) -> None:
-    try:
-        os.makedirs(directory, exist_ok=True)
-        probe = os.path.join(directory, ".write_test")
-        with open(probe, "w") as f:
-            f.write("ok")
-        os.remove(probe)
-    except OSError as exc:
-        raise ConfigError(
-            "trainer.output_dir", directory, f"cannot write there ({exc.strerror}); choose another directory"
-        ) from exc

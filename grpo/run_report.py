@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 from grpo.compose import Composition
+from grpo.context import RunContext
+from grpo.models.load import context_length
 
 GROUPS = ("preset", "experiment", "model", "lora", "task", "reward", "algorithm", "logger")
 
 
-def header(
-    comp: Composition, *, run_dir: str, max_new_tokens: int, context: int, params: tuple[int, int], tracker, task
-) -> str:
-    cfg, d = comp.cfg, comp.derived
+def header(comp: Composition, *, run_dir: str, ctx: RunContext, tracker) -> str:
+    cfg, d, task, max_new_tokens = comp.cfg, comp.derived, ctx.task, ctx.max_new_tokens
     chosen = "  ".join(f"{g}={comp.choices[g]}" for g in GROUPS if comp.choices.get(g))
     bound = ""
     if max_new_tokens < cfg.generation.max_new_tokens:
-        asked = cfg.generation.max_new_tokens
+        asked, context = cfg.generation.max_new_tokens, context_length(ctx.sampler_model)
         bound = f" (generation.max_new_tokens={asked} bounded by the model's context of {context} tokens)"
-    trainable, total = params
+    parameters = list(ctx.policy.parameters())
+    total, trainable = sum(p.numel() for p in parameters), sum(p.numel() for p in parameters if p.requires_grad)
     lines = [
         f"run {d.run_name}",
         f"  composed   {chosen}",

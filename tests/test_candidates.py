@@ -12,10 +12,10 @@ from grpo.checks import check
 from grpo.compose import compose
 from grpo.config.errors import ConfigError
 from grpo.eval import build_context
-from grpo.stages.common import score
 from grpo.stages.rce import file_candidates, kept_candidates, rce_step
+from grpo.stages.scoring import score
 from grpo.tasks.candidates import load_candidates
-from grpo.tasks.jsonl import DataError
+from grpo.tasks.files import DataError
 from grpo.tasks.registry import build_task
 
 LEVER = "experiments/data/lever/candidates.jsonl"

@@ -57,7 +57,7 @@ def test_reference_is_the_policy_with_the_adapter_disabled():
             if "lora_B" in name:
                 p.add_(0.5)
     assert not torch.allclose(policy(ids).logits, base_logits)
-    reference = reference_context(policy, lora_enabled=True, need_reference=True)
+    reference = reference_context(policy, lora_enabled=True)
     with reference() as ref:
         assert ref is policy  # no second copy
         assert torch.allclose(ref(ids).logits, base_logits)

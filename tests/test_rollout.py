@@ -85,7 +85,7 @@ def test_reference_logprobs_without_peft_equal_disable_adapters():
     args = (r.prompt_ids, r.prompt_mask, r.completion_ids, r.completion_mask)
     with torch.no_grad(), policy.disable_adapter():
         want = model_completion_logits(policy, *args)
-    reference = reference_context(policy, lora_enabled=True, need_reference=True)
+    reference = reference_context(policy, lora_enabled=True)
     with torch.no_grad(), reference() as ref:
         got = completion_logits(ref, *args)
         base = merged.snapshot(ref)
@@ -192,13 +192,10 @@ def test_models_outside_the_plain_decoder_keep_the_transformers_path():
             self.module = module
 
     assert not merged.supports(Wrapped(policy))
-    try:
-        merged.ENABLED = False
+    with merged.switched(enabled=False):
         assert not merged.supports(policy)
         torch.manual_seed(0)
         a = MergedEngine(tok).generate(policy, PROMPTS, SamplingParams(max_new_tokens=4))  # falls back to generate()
-    finally:
-        merged.ENABLED = True
     torch.manual_seed(0)
     b = HFGenerateEngine(tok).generate(policy, PROMPTS, SamplingParams(max_new_tokens=4))
     assert torch.equal(a.completion_ids, b.completion_ids)

@@ -10,6 +10,8 @@ The "+" forms (verl) report the k1/k3 value but back-propagate k2's gradient (st
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from torch import Tensor
 
 from grpo.algorithms.names import KL_ESTIMATORS  # noqa: F401  (re-exported)
@@ -47,6 +49,18 @@ def kl_divergence(logp: Tensor, ref_logp: Tensor, estimator: str = "k3") -> Tens
     if name.endswith("+"):
         return k2 + (value - k2).detach()  # value of k1/k3, gradient of k2
     return value
+
+
+class KLController(Protocol):
+    """The KL coefficient of the next step, and how it moves after one."""
+
+    value: float
+
+    def update(self, current_kl: float, n_steps: int) -> None: ...
+
+    def state_dict(self) -> dict[str, float]: ...
+
+    def load_state_dict(self, state: dict[str, float]) -> None: ...
 
 
 class FixedKLController:
@@ -90,3 +104,12 @@ class AdaptiveKLController:
 
     def load_state_dict(self, state: dict[str, float]) -> None:
         self.value = float(state["value"])
+
+
+def kl_controller(kind: str, kl_coef: float, target_kl: float, horizon: int) -> KLController:
+    """`fixed` keeps `kl_coef`; `adaptive` steers the measured KL towards `target_kl`."""
+    if kind == "adaptive":
+        return AdaptiveKLController(kl_coef, target_kl, horizon)
+    if kind == "fixed":
+        return FixedKLController(kl_coef)
+    raise ValueError(f"unknown KL controller {kind!r}; choose fixed or adaptive")

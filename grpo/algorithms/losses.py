@@ -63,6 +63,32 @@ def aggregate_loss(
     return seq.sum() / (tokens > 0).sum().clamp(min=1)
 
 
+def importance_ratio(logp: Tensor, old_logp: Tensor, mask: Tensor, ratio_level: str = "token") -> Tensor:
+    """[N, T] pi_theta / pi_old per token ("token"), or GSPO's sequence ratio on every token
+    ("sequence"; see `policy_loss`). The log-ratio is clamped to [-20, 20] before exp as in verl/EasyR1."""
+    log_ratio = (logp - old_logp).clamp(-20.0, 20.0)  # [N, T]
+    if ratio_level == "sequence":
+        m = mask.to(logp.dtype)  # [N, T]
+        seq_log_ratio = (log_ratio * m).sum(-1, keepdim=True) / m.sum(-1, keepdim=True).clamp(min=1)  # [N, 1]
+        log_ratio = seq_log_ratio.detach() + logp - logp.detach()  # [N, T], value = seq_log_ratio
+    return log_ratio.exp()
+
+
+def clipped_surrogate(
+    ratio: Tensor, adv: Tensor, clip_low: float, clip_high: float, dual_clip: float | None
+) -> tuple[Tensor, Tensor | None]:
+    """PPO's clipped surrogate to minimise, max(-r*A, -clip(r)*A), per token, with the dual clip
+    bounding A < 0 tokens at -dual_clip*A. Returns ([N, T] loss terms, [N, T] where the dual clip binds)."""
+    surrogate = -adv * ratio  # [N, T]
+    clipped = -adv * ratio.clamp(1.0 - clip_low, 1.0 + clip_high)  # [N, T]
+    pg = torch.maximum(surrogate, clipped)  # [N, T]
+    if dual_clip is None:
+        return pg, None
+    bound = -adv * dual_clip  # [N, 1] or [N, T]
+    dual_binds = (adv < 0) & (pg > bound)  # [N, T]
+    return torch.where(adv < 0, torch.minimum(pg, bound), pg), dual_binds
+
+
 def policy_loss(
     logp: Tensor,
     old_logp: Tensor,
@@ -124,35 +150,21 @@ def policy_loss(
     if dual_clip is not None and dual_clip <= 1.0:
         raise ValueError(f"dual_clip must be > 1 (it bounds the loss at -dual_clip*A), got {dual_clip}")
     clip_high = clip_low if clip_high is None else clip_high
-    m = mask.to(logp.dtype)  # [N, T]
     adv = advantages.unsqueeze(-1) if advantages.dim() == 1 else advantages  # [N, 1] or [N, T]
 
-    # 1. importance ratio; the log-ratio is clamped to [-20, 20] before exp as in verl/EasyR1
-    log_ratio = (logp - old_logp).clamp(-20.0, 20.0)  # [N, T]
-    if ratio_level == "sequence":
-        seq_log_ratio = (log_ratio * m).sum(-1, keepdim=True) / m.sum(-1, keepdim=True).clamp(min=1)  # [N, 1]
-        log_ratio = seq_log_ratio.detach() + logp - logp.detach()  # [N, T], value = seq_log_ratio
-    ratio = log_ratio.exp()  # [N, T]
-
-    # 2. clipped surrogate (to minimise): max(-r*A, -clip(r)*A) == -min(r*A, clip(r)*A)
-    surrogate = -adv * ratio  # [N, T]
-    clipped = -adv * ratio.clamp(1.0 - clip_low, 1.0 + clip_high)  # [N, T]
-    pg = torch.maximum(surrogate, clipped)  # [N, T]
-    if dual_clip is not None:
-        bound = -adv * dual_clip  # [N, 1] or [N, T]
-        dual_binds = (adv < 0) & (pg > bound)  # [N, T]
-        pg = torch.where(adv < 0, torch.minimum(pg, bound), pg)  # [N, T]
+    # 1. importance ratio; 2. clipped surrogate
+    ratio = importance_ratio(logp, old_logp, mask, ratio_level)  # [N, T]
+    pg, dual_binds = clipped_surrogate(ratio, adv, clip_low, clip_high, dual_clip)  # [N, T]
     if token_weights is not None:
         pg = pg * token_weights  # [N, T]
-    per_token = pg
 
     # 3. KL penalty and entropy bonus, per token before aggregation
+    kl = None
     if ref_logp is not None:
-        kl = kl_divergence(logp, ref_logp, kl_estimator)  # [N, T]
-        if kl_bias_correction:
-            kl = kl * ratio
-        if kl_beta != 0.0:
-            per_token = per_token + kl_beta * kl
+        kl = kl_divergence(logp, ref_logp, kl_estimator) * (ratio if kl_bias_correction else 1.0)  # [N, T]
+    per_token = pg
+    if kl is not None and kl_beta != 0.0:
+        per_token = per_token + kl_beta * kl
     if entropy is not None and entropy_coef != 0.0:
         per_token = per_token - entropy_coef * entropy
 
@@ -160,27 +172,34 @@ def policy_loss(
     loss = aggregate_loss(per_token, mask, loss_agg, max_completion_length=max_completion_length)
 
     with torch.no_grad():
-        low = (adv < 0) & (ratio < 1.0 - clip_low)  # [N, T]
-        high = (adv > 0) & (ratio > 1.0 + clip_high)  # [N, T]
-        real = ratio[mask.bool()]
-        real = real if real.numel() else torch.ones(1, dtype=ratio.dtype, device=ratio.device)
         stats = {
             "loss/policy": aggregate_loss(pg.detach(), mask, loss_agg, max_completion_length=max_completion_length),
             "loss/total": loss.detach(),
-            "clip_frac/low": _masked_mean(low, mask),
-            "clip_frac/high": _masked_mean(high, mask),
-            "clip_frac/region": _masked_mean(low | high, mask),
-            "ratio/mean": _masked_mean(ratio.detach(), mask),
-            "ratio/min": real.min(),
-            "ratio/max": real.max(),
+            **_ratio_stats(ratio.detach(), adv, mask, clip_low, clip_high),
         }
-        if dual_clip is not None:
+        if dual_binds is not None:
             stats["clip_frac/dual"] = _masked_mean(dual_binds, mask)
-        if ref_logp is not None:
+        if kl is not None:
             stats["kl"] = _masked_mean(kl.detach(), mask)
         if entropy is not None:
             stats["entropy"] = _masked_mean(entropy.detach(), mask)
     return loss, stats
+
+
+def _ratio_stats(ratio: Tensor, adv: Tensor, mask: Tensor, clip_low: float, clip_high: float) -> dict[str, Tensor]:
+    """Clip fractions (A<0 below the range, A>0 above it) and the ratio's mean/min/max over real tokens."""
+    low = (adv < 0) & (ratio < 1.0 - clip_low)  # [N, T]
+    high = (adv > 0) & (ratio > 1.0 + clip_high)  # [N, T]
+    real = ratio[mask.bool()]
+    real = real if real.numel() else torch.ones(1, dtype=ratio.dtype, device=ratio.device)
+    return {
+        "clip_frac/low": _masked_mean(low, mask),
+        "clip_frac/high": _masked_mean(high, mask),
+        "clip_frac/region": _masked_mean(low | high, mask),
+        "ratio/mean": _masked_mean(ratio, mask),
+        "ratio/min": real.min(),
+        "ratio/max": real.max(),
+    }
 
 
 def _rowwise_float32(fn, logits: Tensor, *rest: Tensor) -> Tensor:

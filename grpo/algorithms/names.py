@@ -8,3 +8,5 @@ KL_VERL_ALIASES = {"kl": "k1", "mse": "k2", "low_var_kl": "k3", "low_var_kl+": "
 LOSS_AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm")
 RATIO_LEVELS = ("token", "sequence")
 AGGREGATION_MODES = ("sum_then_normalize", "normalize_then_sum")
+KL_CONTROLLERS = ("fixed", "adaptive")
+OPTIMIZERS = ("adamw", "adamw_fused", "sgd")

@@ -183,9 +183,10 @@ class TaskConfig:
 
 @dataclass
 class OptimConfig:
-    name: str = "adamw"
+    name: str = "adamw"  # adamw | adamw_fused (one fused kernel per step) | sgd
     weight_decay: float = 0.0
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adamw's
+    momentum: float = 0.0  # sgd's
 
 
 @dataclass

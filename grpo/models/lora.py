@@ -37,12 +37,12 @@ def apply_lora(model: PreTrainedModel, cfg: LoraConfig) -> torch.nn.Module:
 
 
 def reference_context(
-    policy: torch.nn.Module, lora_enabled: bool, need_reference: bool
+    policy: torch.nn.Module, lora_enabled: bool
 ) -> Callable[[], AbstractContextManager[torch.nn.Module]]:
     """A factory of contexts that yield the reference model for the KL term.
 
     With LoRA it is the policy itself with the adapter disabled (no second copy). For full
-    fine-tuning a frozen copy is made once, and only when a KL term needs it.
+    fine-tuning a frozen copy is made here, once: call this only when a KL term needs it.
     """
     if lora_enabled:
         # peft's disable_adapter() inspects every module's status on each call (2-5 ms per step on
@@ -62,9 +62,7 @@ def reference_context(
                     layer.enable_adapters(True)
 
         return disabled_adapter
-    frozen = None
-    if need_reference:
-        frozen = copy.deepcopy(policy).eval().requires_grad_(False)
+    frozen = copy.deepcopy(policy).eval().requires_grad_(False)
 
     @contextlib.contextmanager
     def frozen_copy():

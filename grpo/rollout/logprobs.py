@@ -1,10 +1,12 @@
-"""Per-token log-probs of completions under a model (policy, old policy or reference)."""
+"""Per-token log-probs (and entropies) of completions under a model: policy, old policy or reference."""
 
 from __future__ import annotations
 
 import torch
 
+from grpo.algorithms.losses import entropy_from_logits, token_log_probs
 from grpo.rollout import merged
+from grpo.rollout.engine import Rollout
 
 
 def sequence_inputs(prompt_ids, prompt_mask, completion_ids, completion_mask):
@@ -41,9 +43,27 @@ def model_completion_logits(
     return logits[:, :-1, :]
 
 
-def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """log p(token) under softmax(logits / temperature): [N, C, V], [N, C] -> [N, C]."""
-    if temperature not in (0.0, 1.0):
-        logits = logits / temperature
-    picked = logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # [N, C]
-    return picked - torch.logsumexp(logits, dim=-1)
+def sequence_logprobs(model: torch.nn.Module, rollout: Rollout, temperature: float) -> torch.Tensor:
+    """[N, C] log-probs of the rollout's completion tokens under `model`."""
+    logits = completion_logits(
+        model, rollout.prompt_ids, rollout.prompt_mask, rollout.completion_ids, rollout.completion_mask
+    )
+    return token_log_probs(logits, rollout.completion_ids, temperature)
+
+
+def logprobs_and_entropy(
+    model: torch.nn.Module, rollout: Rollout, temperature: float, with_grad_entropy: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """[N, C] log-probs of the completion tokens and the policy's entropy at each position.
+
+    The entropy carries a gradient only when an entropy bonus trains on it; otherwise it is
+    computed without one, for the logs and the top-entropy token mask.
+    """
+    logits = completion_logits(
+        model, rollout.prompt_ids, rollout.prompt_mask, rollout.completion_ids, rollout.completion_mask
+    )
+    logp = token_log_probs(logits, rollout.completion_ids, temperature)
+    if with_grad_entropy:
+        return logp, entropy_from_logits(logits, temperature=temperature)
+    with torch.no_grad():
+        return logp, entropy_from_logits(logits.detach(), temperature=temperature)

@@ -25,21 +25,51 @@ from __future__ import annotations
 
 import math
 import weakref
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-# Switches for comparisons and debugging (python -m grpo.bench --ladder); the defaults are the fast, exact path.
-ENABLED = True  # False: every caller takes the transformers path
-SHARE_PROMPTS = True  # False: every row runs its own prompt, as a forward over the padded batch does
-# With LoRA dropout active (the policy forward in training), peft draws a dropout mask per row;
-# running a prompt once for its group gives the group one mask on the prompt's tokens (each row's
-# distribution is the same, rows of a group are no longer independent). False keeps peft's
-# per-row masks: prompts are then shared only where no dropout is active.
-SHARE_PROMPT_UNDER_DROPOUT = False
+
+@dataclass
+class Switches:
+    """What the plain decoder does; the defaults are the fast, exact path. Other settings serve
+    comparisons and debugging (python -m grpo.bench --ladder), through `configure`/`switched`."""
+
+    enabled: bool = True  # False: every caller takes the transformers path
+    share_prompts: bool = True  # False: every row runs its own prompt, as a forward over the padded batch does
+    # With LoRA dropout active (the policy forward in training), peft draws a dropout mask per row;
+    # running a prompt once for its group gives the group one mask on the prompt's tokens (each row's
+    # distribution is the same, rows of a group are no longer independent). False keeps peft's
+    # per-row masks: prompts are then shared only where no dropout is active.
+    share_prompt_under_dropout: bool = False
+
+
+SWITCHES = Switches()
+
+
+def configure(**changes: bool) -> None:
+    """Set switches by name (enabled, share_prompts, share_prompt_under_dropout)."""
+    for name, value in changes.items():
+        if not hasattr(SWITCHES, name):
+            raise TypeError(f"no decoder switch {name!r}")
+        setattr(SWITCHES, name, value)
+
+
+@contextmanager
+def switched(**changes: bool) -> Iterator[None]:
+    """The switches changed inside the block, restored after it."""
+    before = replace(SWITCHES)
+    configure(**changes)
+    try:
+        yield
+    finally:
+        configure(**vars(before))
+
+
 # The fused q/k/v and gate/up copies are kept beside the model's weights: larger models keep the
 # transformers path rather than hold that much twice.
 MAX_FUSED_BYTES = 1 << 30
@@ -144,7 +174,7 @@ def supports(model: torch.nn.Module, training: bool | None = None) -> bool:
     training: whether the forward runs in training mode (default: the model's mode); then
     attention dropout or gradient checkpointing keep the transformers path.
     """
-    if not ENABLED:
+    if not SWITCHES.enabled:
         return False
     try:
         plan = _plan(model)
@@ -483,7 +513,7 @@ def forward(
 # ---------------------------------------------------------------- what the engine and the loss call
 def distinct_prompts(prompt_ids: Tensor, prompt_mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """(unique prompt ids [U, P], their masks [U, P], row -> unique index [N])."""
-    if not SHARE_PROMPTS:
+    if not SWITCHES.share_prompts:
         return prompt_ids, prompt_mask, torch.arange(prompt_ids.shape[0], device=prompt_ids.device)
     P = prompt_ids.shape[1]
     uniq, inverse = torch.unique(
@@ -500,14 +530,14 @@ def completion_logits(
     The same numbers as one forward over prompt + completion (position ids skip left padding),
     with less work: the last completion token, which predicts nothing, is not run, and each
     distinct prompt runs once, its keys and values shared by its rows (unless LoRA dropout is
-    active: see SHARE_PROMPT_UNDER_DROPOUT).
+    active: see Switches.share_prompt_under_dropout).
     """
     N, P = prompt_ids.shape
     C = completion_ids.shape[1]
     attention = torch.cat([prompt_mask, completion_mask[:, :-1]], 1)  # [N, P + C - 1]
     positions = (attention.cumsum(1) - 1).clamp(min=0)  # [N, P + C - 1]
     dropout = any(a.dropout for lw in w.layers for a in lw.lora.values())
-    share = SHARE_PROMPTS and (SHARE_PROMPT_UNDER_DROPOUT or not dropout)
+    share = SWITCHES.share_prompts and (SWITCHES.share_prompt_under_dropout or not dropout)
     u_ids, u_mask, inverse = distinct_prompts(prompt_ids, prompt_mask) if share else (prompt_ids, prompt_mask, None)
     if u_ids.shape[0] == N:  # nothing to share: one forward per row over prompt + completion
         return forward(w, torch.cat([prompt_ids, completion_ids[:, :-1]], 1), attention, positions, logits_to_keep=C)

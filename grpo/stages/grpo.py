@@ -2,17 +2,18 @@
 
 The math is in grpo.algorithms (pure functions); this module only orders the calls:
 1. sample (and, with dynamic sampling, refill until enough groups carry a signal)
-2. reward (minus the KL penalty when KL lives in the reward)
-3. advantages
-4. old and reference log-probs, only when something needs them
-5. num_iterations x (loss over micro-batches, one optimizer update)
+2. old and reference log-probs, only when something needs them
+3. reward (minus the KL penalty when KL lives in the reward), then advantages
+4. num_iterations x (loss over micro-batches, one optimizer update)
+5. metrics of the global batch
+Each phase runs inside `ctx.timer.phase(...)`: the step's `time/*` metrics and grpo.bench read it.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -21,19 +22,14 @@ from grpo.algorithms.kl import kl_divergence
 from grpo.algorithms.losses import policy_loss
 from grpo.algorithms.sampling import dynamic_sampling_keep, top_entropy_token_mask
 from grpo.config.schema import AlgorithmConfig
+from grpo.context import RunContext
 from grpo.rewards.scorer import Scores
+from grpo.rollout.batch import chunks, concat_rollouts, take
 from grpo.rollout.engine import Rollout, SamplingParams, repeat_prompts
+from grpo.rollout.logprobs import logprobs_and_entropy, sequence_logprobs
 from grpo.schedules import linear_schedule
-from grpo.stages.common import (
-    RunContext,
-    chunks,
-    concat_rollouts,
-    logprobs_and_entropy,
-    score,
-    sequence_logprobs,
-    take,
-    update,
-)
+from grpo.stages.scoring import score
+from grpo.stages.update import update
 from grpo.tasks.base import Example
 
 
@@ -121,6 +117,139 @@ def batch_advantages(accelerator, rewards: torch.Tensor, group_size: int, a: Alg
     return advantages(everything)[start : start + rewards.numel()]
 
 
+@dataclass
+class Batch:
+    """What one step trains on: the sampled rows and everything computed from them."""
+
+    prompts: list[str]
+    rollout: Rollout
+    scores: Scores
+    mask: torch.Tensor  # [N, C] tokens that count in the loss
+    temperature: float
+    kl_beta: float
+    old_logp: torch.Tensor | None = None  # [N, C] under the sampling policy
+    ref_logp: torch.Tensor | None = None  # [N, C] under the reference
+    kl_penalty: torch.Tensor | None = None  # [N] sequence KL, when KL lives in the reward
+    advantages: torch.Tensor | None = None  # [N]
+
+
+def old_and_reference_logprobs(ctx: RunContext, b: Batch) -> None:
+    """Old log-probs (PPO epochs, KL in the reward) and reference log-probs, only when read."""
+    a = ctx.cfg.algorithm
+    need_ref = ctx.reference is not None
+    need_old = a.num_iterations > 1 or (need_ref and not a.use_kl_loss)
+    with torch.no_grad():
+        if need_old:
+            with ctx.timer.phase("old_policy_forward"):
+                b.old_logp = sequence_logprobs(ctx.sampler_model, b.rollout, b.temperature)
+        if need_ref:
+            with ctx.timer.phase("reference_forward"), ctx.reference() as reference:
+                b.ref_logp = sequence_logprobs(reference, b.rollout, b.temperature)
+
+
+def rewards_and_advantages(ctx: RunContext, b: Batch) -> None:
+    """Rewards, less the KL penalty when KL is not a loss term; advantages (groups are whole per process)."""
+    a = ctx.cfg.algorithm
+    rewards = b.scores.total
+    if b.ref_logp is not None and not a.use_kl_loss:
+        kl_tok = kl_divergence(b.old_logp, b.ref_logp, a.kl_estimator) * b.mask  # [N, C]
+        b.kl_penalty = kl_tok.sum(1)  # [N] sequence KL
+        rewards = rewards - b.kl_beta * b.kl_penalty
+    b.advantages = batch_advantages(ctx.accelerator, rewards, ctx.cfg.rollout.group_size, a)
+
+
+def micro_batch_loss(ctx: RunContext, b: Batch, rows: slice) -> tuple[torch.Tensor, dict]:
+    """The policy loss of one micro-batch (forward with grad)."""
+    a = ctx.cfg.algorithm
+    part = take(b.rollout, rows)
+    logp, entropy = logprobs_and_entropy(ctx.policy, part, b.temperature, with_grad_entropy=a.entropy_coef > 0)
+    token_weights = None
+    if a.top_entropy_quantile < 1:
+        token_weights = top_entropy_token_mask(entropy.detach(), b.mask[rows], a.top_entropy_quantile).float()
+    return policy_loss(
+        logp,
+        b.old_logp[rows] if b.old_logp is not None else logp.detach(),
+        b.advantages[rows],
+        b.mask[rows],
+        clip_low=a.clip_range,
+        clip_high=a.clip_range_high,
+        dual_clip=a.dual_clip,
+        ratio_level=a.ratio_level,
+        loss_agg=a.loss_agg,
+        max_completion_length=ctx.max_new_tokens,
+        ref_logp=b.ref_logp[rows] if (b.ref_logp is not None and a.use_kl_loss) else None,
+        kl_beta=b.kl_beta if a.use_kl_loss else 0.0,
+        kl_estimator=a.kl_estimator,
+        kl_bias_correction=a.kl_bias_correction,
+        entropy=entropy,
+        entropy_coef=a.entropy_coef,
+        token_weights=token_weights,
+    )
+
+
+def train_on(ctx: RunContext, b: Batch, optimizer, scheduler) -> tuple[dict[str, float], float, bool]:
+    """num_iterations x (micro-batches, one update); returns (mean loss stats, grad norm, all stepped)."""
+    a, acc = ctx.cfg.algorithm, ctx.accelerator
+    ctx.policy.train()
+    stats_sum: dict[str, float] = {}
+    parts = chunks(len(b.prompts), ctx.cfg.trainer.gradient_accumulation_steps)
+    grad_norm, stepped, all_stepped = 0.0, False, True
+    for _ in range(a.num_iterations):
+        finite = True
+        for rows in parts:
+            with acc.accumulate(ctx.policy):
+                with ctx.timer.phase("policy_forward"):
+                    loss, stats = micro_batch_loss(ctx, b, rows)
+                    finite = finite and math.isfinite(loss.item())
+                grad_norm, stepped = update(ctx, loss, optimizer, scheduler, finite)
+            for k, v in stats.items():
+                stats_sum[k] = stats_sum.get(k, 0.0) + float(v) / (len(parts) * a.num_iterations)
+        all_stepped = all_stepped and stepped
+    return stats_sum, grad_norm, all_stepped
+
+
+def step_metrics(ctx: RunContext, b: Batch, stats: dict[str, float], grad_norm: float, stepped: bool, scheduler):
+    """Metrics of the global batch: every process's share is gathered (groups stay whole)."""
+    acc, timer = ctx.accelerator, ctx.timer
+
+    def gathered(t: torch.Tensor) -> torch.Tensor:
+        return acc.gather(t.to(acc.device)).cpu()
+
+    total = gathered(b.scores.total)
+    lengths = gathered(b.rollout.lengths.float())
+    adv = gathered(b.advantages)
+    t_gen = timer["generation"]
+    metrics = {
+        "train/num_samples": float(total.numel()),
+        "train/reward": total.mean().item(),
+        "train/reward_std": total.std().item() if total.numel() > 1 else 0.0,
+        **{f"train/reward/{k}": gathered(v).mean().item() for k, v in b.scores.components.items()},
+        "train/reward_errors": gathered(torch.tensor([float(b.scores.errors)])).sum().item(),
+        "train/frac_zero_std_groups": group_stats(total, ctx.cfg.rollout.group_size)["frac_zero_std_groups"].item(),
+        "train/advantage/mean": adv.mean().item(),
+        "train/advantage/std": adv.std().item() if adv.numel() > 1 else 0.0,
+        "train/advantage/min": adv.min().item(),
+        "train/advantage/max": adv.max().item(),
+        "train/completion_len/mean": lengths.mean().item(),
+        "train/completion_len/min": lengths.min().item(),
+        "train/completion_len/max": lengths.max().item(),
+        "train/frac_truncated": gathered(b.rollout.truncated.float()).mean().item(),
+        "train/grad_norm": grad_norm,
+        "train/skipped": float(not stepped),
+        "train/lr": scheduler.get_last_lr()[0],
+        "train/temperature": b.temperature,
+        "train/kl_beta": b.kl_beta,
+        "train/tokens_per_s": b.rollout.lengths.sum().item() * acc.num_processes / max(t_gen, 1e-9),
+        "time/generate": t_gen,
+        "time/reference": timer["reference_forward"] + timer["old_policy_forward"],
+        "time/train": timer["policy_forward"] + timer["backward"] + timer["optimizer"],
+        **{f"train/{k}": v for k, v in stats.items()},
+    }
+    if b.kl_penalty is not None:
+        metrics["train/kl"] = gathered(b.kl_penalty).mean().item()
+    return metrics
+
+
 def grpo_step(
     ctx: RunContext,
     batch: Sequence[Example],
@@ -133,126 +262,25 @@ def grpo_step(
 
     `refill` draws another global batch of prompts (dynamic sampling). Returns (metrics, sample rows).
     """
-    cfg, acc, a = ctx.cfg, ctx.accelerator, ctx.cfg.algorithm
-    G = cfg.rollout.group_size
-    temperature = sampling_temperature(ctx, step)
-    kl_beta = ctx.kl_ctrl.value if ctx.kl_ctrl is not None else a.kl_beta
-    t0 = time.perf_counter()
-
-    # 1. sample (and filter)
-    prompts, rollout, scores, info = sample_with_filter(ctx, ctx.local_share(batch), temperature, refill)
-    t_gen = time.perf_counter() - t0
-    mask = rollout.completion_mask.float()  # [N, C]
-    if a.mask_truncated:
-        mask = mask * (~rollout.truncated).float().unsqueeze(1)
-
-    # 4a. old and reference log-probs, computed only when something reads them
-    t_ref = time.perf_counter()
-    need_ref = kl_beta > 0
-    need_old = a.num_iterations > 1 or (need_ref and not a.use_kl_loss)
-    with torch.no_grad():
-        old_logp = sequence_logprobs(ctx.sampler_model, rollout, temperature) if need_old else None  # [N, C]
-        ref_logp = None
-        if need_ref:
-            with ctx.reference() as reference:
-                ref_logp = sequence_logprobs(reference, rollout, temperature)  # [N, C]
-    t_ref = time.perf_counter() - t_ref
-
-    # 2. reward, with the KL penalty when KL is not a loss term; 3. advantages (groups are whole per process)
-    rewards = scores.total
-    kl_penalty = None
-    if need_ref and not a.use_kl_loss:
-        kl_tok = kl_divergence(old_logp, ref_logp, a.kl_estimator) * mask  # [N, C]
-        kl_penalty = kl_tok.sum(1)  # [N] sequence KL
-        rewards = rewards - kl_beta * kl_penalty
-    advantages = batch_advantages(acc, rewards, G, a)
-
-    # 5. num_iterations x (micro-batches, one update)
-    t_train = time.perf_counter()
-    ctx.policy.train()
-    stats_sum: dict[str, float] = {}
-    parts = chunks(len(prompts), cfg.trainer.gradient_accumulation_steps)
-    grad_norm, stepped, all_stepped = 0.0, False, True
-    for _ in range(a.num_iterations):
-        finite = True
-        for rows in parts:
-            with acc.accumulate(ctx.policy):
-                part = take(rollout, rows)
-                logp, entropy = logprobs_and_entropy(
-                    ctx.policy, part, temperature, with_grad_entropy=a.entropy_coef > 0
-                )
-                token_weights = None
-                if a.top_entropy_quantile < 1:
-                    token_weights = top_entropy_token_mask(entropy.detach(), mask[rows], a.top_entropy_quantile).float()
-                loss, stats = policy_loss(
-                    logp,
-                    old_logp[rows] if old_logp is not None else logp.detach(),
-                    advantages[rows],
-                    mask[rows],
-                    clip_low=a.clip_range,
-                    clip_high=a.clip_range_high,
-                    dual_clip=a.dual_clip,
-                    ratio_level=a.ratio_level,
-                    loss_agg=a.loss_agg,
-                    max_completion_length=ctx.max_new_tokens,
-                    ref_logp=ref_logp[rows] if (ref_logp is not None and a.use_kl_loss) else None,
-                    kl_beta=kl_beta if a.use_kl_loss else 0.0,
-                    kl_estimator=a.kl_estimator,
-                    kl_bias_correction=a.kl_bias_correction,
-                    entropy=entropy,
-                    entropy_coef=a.entropy_coef,
-                    token_weights=token_weights,
-                )
-                finite = finite and math.isfinite(loss.item())
-                grad_norm, stepped = update(ctx, loss, optimizer, scheduler, finite)
-            for k, v in stats.items():
-                stats_sum[k] = stats_sum.get(k, 0.0) + float(v) / (len(parts) * a.num_iterations)
-        all_stepped = all_stepped and stepped
-    t_train = time.perf_counter() - t_train
-
-    # the adaptive controller moves beta towards the target KL (PPO's proportional rule)
-    measured_kl = stats_sum.get("kl", float(kl_penalty.mean()) if kl_penalty is not None else None)
-    if ctx.kl_ctrl is not None and measured_kl is not None:
-        ctx.kl_ctrl.update(measured_kl, 1)
-
-    # Metrics describe the global batch: gather every process's share (groups stay whole).
-    def gathered(t: torch.Tensor) -> torch.Tensor:
-        return acc.gather(t.to(acc.device)).cpu()
-
-    total = gathered(scores.total)
-    lengths = gathered(rollout.lengths.float())
-    truncated = gathered(rollout.truncated.float())
-    adv = gathered(advantages)
-    metrics = {
-        "train/num_samples": float(total.numel()),
-        "train/reward": total.mean().item(),
-        "train/reward_std": total.std().item() if total.numel() > 1 else 0.0,
-        **{f"train/reward/{k}": gathered(v).mean().item() for k, v in scores.components.items()},
-        "train/reward_errors": gathered(torch.tensor([float(scores.errors)])).sum().item(),
-        "train/frac_zero_std_groups": group_stats(total, G)["frac_zero_std_groups"].item(),
-        "train/advantage/mean": adv.mean().item(),
-        "train/advantage/std": adv.std().item() if adv.numel() > 1 else 0.0,
-        "train/advantage/min": adv.min().item(),
-        "train/advantage/max": adv.max().item(),
-        "train/completion_len/mean": lengths.mean().item(),
-        "train/completion_len/min": lengths.min().item(),
-        "train/completion_len/max": lengths.max().item(),
-        "train/frac_truncated": truncated.mean().item(),
-        "train/grad_norm": grad_norm,
-        "train/skipped": float(not all_stepped),
-        "train/lr": scheduler.get_last_lr()[0],
-        "train/temperature": temperature,
-        "train/kl_beta": kl_beta,
-        "train/tokens_per_s": rollout.lengths.sum().item() * acc.num_processes / max(t_gen, 1e-9),
-        "train/step_time": time.perf_counter() - t0,
-        "time/generate": t_gen,
-        "time/reference": t_ref,
-        "time/train": t_train,
-        **info,
-        **{f"train/{k}": v for k, v in stats_sum.items()},
-    }
-    if kl_penalty is not None:
-        metrics["train/kl"] = gathered(kl_penalty).mean().item()
+    a, timer = ctx.cfg.algorithm, ctx.timer
+    timer.reset()
+    with timer.phase("step"):
+        temperature = sampling_temperature(ctx, step)
+        with timer.phase("generation"):
+            prompts, rollout, scores, info = sample_with_filter(ctx, ctx.local_share(batch), temperature, refill)
+        mask = rollout.completion_mask.float()  # [N, C]
+        if a.mask_truncated:
+            mask = mask * (~rollout.truncated).float().unsqueeze(1)
+        b = Batch(prompts, rollout, scores, mask, temperature, kl_beta=ctx.kl_ctrl.value)
+        old_and_reference_logprobs(ctx, b)
+        rewards_and_advantages(ctx, b)
+        stats, grad_norm, stepped = train_on(ctx, b, optimizer, scheduler)
+        # the adaptive controller moves beta towards the target KL (PPO's proportional rule)
+        measured_kl = stats.get("kl", float(b.kl_penalty.mean()) if b.kl_penalty is not None else None)
+        if measured_kl is not None:
+            ctx.kl_ctrl.update(measured_kl, 1)
+        metrics = {**step_metrics(ctx, b, stats, grad_norm, stepped, scheduler), **info}
+    metrics["train/step_time"] = timer["step"]
     samples = [
         {"prompt": p, "completion": c, "reward": float(r)}
         for p, c, r in zip(prompts, rollout.texts, scores.total.tolist())

@@ -20,8 +20,12 @@ import torch
 
 from grpo.algorithms.rce import filter_candidates, rce_loss, rce_weights
 from grpo.config.errors import ConfigError
+from grpo.context import RunContext
+from grpo.rollout.batch import chunks, take
 from grpo.rollout.engine import Rollout, SamplingParams, completion_masks, repeat_prompts
-from grpo.stages.common import RunContext, chunks, score, sequence_logprobs, take, update
+from grpo.rollout.logprobs import sequence_logprobs
+from grpo.stages.scoring import score
+from grpo.stages.update import update
 from grpo.tasks.base import Example
 
 

@@ -1,6 +1,6 @@
 """Validation on held-out prompts: accuracy (verifiable correctness) and reward, per domain.
 
-One loop serves training-time validation (`evaluate`) and `python -m grpo.eval` (`collect`):
+One loop serves training-time validation (`validate`) and `python -m grpo.eval` (`collect`):
 n samples per prompt, scored by the run's reward; with n > 1 also pass@k, mean@n, best@n and
 majority@n (grpo/metrics.py).
 """
@@ -12,11 +12,13 @@ from dataclasses import dataclass
 
 import torch
 
+from grpo.context import RunContext
 from grpo.metrics import metric_keys, summarize
+from grpo.rewards.answers import predicted_answer
 from grpo.rewards.code_exec import extract_program
-from grpo.rewards.components import predicted_answer, solved
+from grpo.rewards.components import solved
 from grpo.rollout.engine import SamplingParams, repeat_prompts
-from grpo.stages.common import RunContext, reward_columns
+from grpo.stages.scoring import rollout_columns
 from grpo.tasks.base import Example
 
 
@@ -46,7 +48,7 @@ def collect(ctx, examples: Sequence[Example], progress=None) -> Samples:
         part = examples[start : start + bs]
         prompts = repeat_prompts([ex.prompt for ex in part], n)
         rollout = ctx.engine.generate(ctx.sampler_model, prompts, params)
-        columns = reward_columns(ctx, part, prompts, rollout, n)
+        columns = rollout_columns(ctx, part, prompts, rollout, n)
         scores = ctx.scorer(prompts, rollout.texts, **columns)
         out.correct += solved(prompts, rollout.texts, **columns, **ctx.scorer.options)
         out.reward += scores.total.tolist()

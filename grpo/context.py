@@ -1,0 +1,123 @@
+"""The built components of one run, and the two decisions every builder of them shares.
+
+`Recipe.setup` builds a `RunContext` for training and `python -m grpo.eval` one for evaluation;
+the stages (grpo/stages/) read only what is here. `make_accelerator` and `generation_budget`
+are the device and max-new-tokens rules both builders follow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+
+import torch
+from accelerate import Accelerator
+from transformers import PreTrainedTokenizerBase
+
+from grpo.algorithms.kl import KLController, kl_controller
+from grpo.config.derived import Derived
+from grpo.config.schema import AlgorithmConfig, RunConfig, TrainerConfig
+from grpo.models.load import context_length
+from grpo.rewards.scorer import RewardScorer
+from grpo.rollout.engine import RolloutEngine
+from grpo.rollout.tokens import TokenIds
+from grpo.tasks.base import Example, Task
+from grpo.timing import StepTimer
+
+Reference = Callable[[], AbstractContextManager[torch.nn.Module]]
+
+
+@dataclass
+class RunContext:
+    cfg: RunConfig
+    derived: Derived
+    accelerator: Accelerator
+    policy: torch.nn.Module  # prepared (possibly DDP-wrapped) for training
+    tokenizer: PreTrainedTokenizerBase
+    engine: RolloutEngine
+    scorer: RewardScorer
+    task: Task
+    kl_ctrl: KLController  # the KL coefficient of this step (fixed or adaptive)
+    max_new_tokens: int  # generation.max_new_tokens bounded by the model's context
+    reference: Reference | None = None  # None: no KL term reads a reference (see needs_reference)
+    token_ids: TokenIds | None = None  # the tokenizer's ids, each string tokenized once (built from `tokenizer`)
+    timer: StepTimer = field(default_factory=StepTimer)
+
+    def __post_init__(self) -> None:
+        if self.token_ids is None:
+            self.token_ids = TokenIds(self.tokenizer)
+
+    @property
+    def sampler_model(self) -> torch.nn.Module:
+        """The bare model for generate(): DDP wrappers have no generate()."""
+        return self.accelerator.unwrap_model(self.policy)
+
+    def local_share(self, items: Sequence) -> list:
+        """This process's share of a global batch (prompts per step are global)."""
+        return list(items[self.accelerator.process_index :: self.accelerator.num_processes])
+
+
+def needs_reference(a: AlgorithmConfig) -> bool:
+    """Whether any step reads reference log-probs: a KL term with a coefficient above 0.
+
+    The adaptive controller only scales a positive coefficient, so 0 stays 0 for the whole run.
+    """
+    return a.kl_beta > 0
+
+
+def make_accelerator(trainer: TrainerConfig, **kwargs) -> Accelerator:
+    """The run's accelerator on the configured device (auto: CUDA when present), threads set first."""
+    if trainer.threads:
+        torch.set_num_threads(trainer.threads)
+    cpu = trainer.device == "cpu" or (trainer.device == "auto" and not torch.cuda.is_available())
+    return Accelerator(cpu=cpu, **kwargs)
+
+
+def generation_budget(
+    asked: int, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, examples: Iterable[Example]
+) -> tuple[int, int]:
+    """(new tokens per completion, the model's context): `asked`, bounded so that the longest
+    prompt plus its completion fits the context."""
+    context = context_length(model)
+    longest = max(len(tokenizer(ex.prompt, add_special_tokens=False)["input_ids"]) for ex in examples)
+    return max(1, min(asked, context - longest)), context
+
+
+def build_training_context(
+    cfg: RunConfig, derived: Derived, accelerator: Accelerator, resume_path: str | None = None
+) -> RunContext:
+    """The policy (LoRA applied, a checkpoint's weights loaded, prepared), its reference, the task,
+    the sampler and the scorer of a training run. The order keeps the random stream as it was."""
+    from grpo.checkpoint import load_weights
+    from grpo.models.load import load_model
+    from grpo.models.lora import apply_lora, reference_context
+    from grpo.rollout.engine import MergedEngine
+    from grpo.tasks.registry import build_task
+
+    model, tokenizer = load_model(cfg.model)
+    model = apply_lora(model, cfg.lora)
+    if resume_path:
+        load_weights(model, resume_path, cfg.lora.enabled)
+    reference = reference_context(model, cfg.lora.enabled) if needs_reference(cfg.algorithm) else None
+    policy = accelerator.prepare(model)
+    task = build_task(cfg.task)
+    max_new, _ = generation_budget(
+        cfg.generation.max_new_tokens, accelerator.unwrap_model(policy), tokenizer, (*task.train, *task.val)
+    )
+    a = cfg.algorithm
+    engine = MergedEngine(tokenizer)
+    return RunContext(
+        cfg=cfg,
+        derived=derived,
+        accelerator=accelerator,
+        policy=policy,
+        tokenizer=tokenizer,
+        engine=engine,
+        scorer=RewardScorer(cfg.reward),
+        task=task,
+        kl_ctrl=kl_controller(a.kl_ctrl, a.kl_beta, a.kl_target, a.kl_horizon),
+        max_new_tokens=max_new,
+        reference=reference,
+        token_ids=engine.token_ids,  # one cache per run: the engine's prompts and RCE's candidates
+    )

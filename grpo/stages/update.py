@@ -1,0 +1,31 @@
+"""The optimizer update both stages share: backward a micro-batch, then clip and step once."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from grpo.context import RunContext
+
+
+def update(ctx: RunContext, loss: torch.Tensor, optimizer, scheduler, losses_finite: bool) -> tuple[float, bool]:
+    """Backward one micro-batch; on the last one, clip and step unless anything is non-finite.
+
+    `losses_finite` says whether every micro-batch loss of this update was finite. Returns
+    (grad norm, whether the optimizer stepped). A non-finite loss or gradient skips the whole
+    update (and the LR schedule with it); the recipe counts skips and stops after too many.
+    """
+    acc = ctx.accelerator
+    with ctx.timer.phase("backward"):
+        acc.backward(loss)
+    if not acc.sync_gradients:
+        return 0.0, False
+    with ctx.timer.phase("optimizer"):
+        grad_norm = float(acc.clip_grad_norm_(ctx.policy.parameters(), ctx.cfg.trainer.max_grad_norm))
+        stepped = losses_finite and math.isfinite(grad_norm)
+        if stepped:
+            optimizer.step()
+            scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+    return grad_norm, stepped
