@@ -59,7 +59,7 @@ def test_bench_without_kl_skips_the_reference_forward():
 
 def test_bench_ladder_times_each_speed_change_in_one_process():
     out, result = bench("--ladder", "--steps", "1")
-    from grpo.bench import LADDER
+    from grpo.benchmark.workload import LADDER
 
     assert list(result["ladder"]) == list(LADDER)
     assert result["ladder"]["before"]["engine"] == "HFGenerateEngine"
