@@ -35,83 +35,17 @@ Optuna is imported lazily, so importing this module is cheap.
 from __future__ import annotations
 
 import logging
-import os
-import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NoReturn, TypeVar
+from collections.abc import Mapping
+from typing import Any, NoReturn
+
+from grpo.sweep.storage import DEFAULT_STORAGE_TIMEOUT, make_storage, mask_url, retry_on_lock
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
+# The top-level config key of the protocol above; the sweeper writes it, from_config reads it.
 PROTOCOL_KEY = "optuna_trial"
 
 
-# --------------------------------------------------------------------------- storage
-_STORAGES: dict[tuple, Any] = {}
-
-
-def make_storage(url: str, timeout: float = 30.0, skip_table_creation: bool = False) -> Any:
-    """An Optuna RDBStorage for `url` (one per process and URL: with the basic launcher the
-    trials run in the sweeper's process). SQLite gets a busy timeout, so concurrent trials
-    wait for the lock instead of failing with "database is locked"."""
-    key = (url, float(timeout), os.getpid())
-    if key not in _STORAGES:
-        _STORAGES[key] = _new_storage(url, timeout, skip_table_creation)
-    return _STORAGES[key]
-
-
-def _new_storage(url: str, timeout: float, skip_table_creation: bool) -> Any:
-    import optuna
-
-    engine_kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite"):
-        engine_kwargs["connect_args"] = {"timeout": float(timeout)}
-    # Two processes creating the tables of a fresh database at once: the loser sees
-    # "table ... already exists"; on retry the tables are there.
-    return retry_on_lock(
-        lambda: optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, skip_table_creation=skip_table_creation),
-        also=("already exists",),
-    )
-
-
-_LOCK_MESSAGES = ("database is locked", "database table is locked")
-
-
-def _is_lock_error(exc: BaseException, also: Sequence[str] = ()) -> bool:
-    text = f"{type(exc).__name__}: {exc}".lower()
-    cause = exc.__cause__ or exc.__context__
-    if cause is not None:
-        text += f" {type(cause).__name__}: {cause}".lower()
-    return any(m in text for m in (*_LOCK_MESSAGES, *also))
-
-
-def retry_on_lock(fn: Callable[[], T], attempts: int = 6, delay: float = 0.5, also: Sequence[str] = ()) -> T:
-    """Call fn, retrying with back-off when SQLite reports a lock (beyond its busy timeout)
-    or one of the `also` messages."""
-    for i in range(attempts):
-        try:
-            return fn()
-        except Exception as exc:  # noqa: BLE001
-            if i == attempts - 1 or not _is_lock_error(exc, also):
-                raise
-            log.warning("storage locked, retrying in %.1fs (%s)", delay, exc)
-            time.sleep(delay)
-            delay *= 2
-    raise AssertionError("unreachable")
-
-
-def mask_url(url: str) -> str:
-    """The storage URL with any password hidden (for logs, tags and result files)."""
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001
-        return url
-
-
-# --------------------------------------------------------------------------- reporter
 class TrialReporter:
     """Report intermediate values of one running trial and ask the study's pruner."""
 
@@ -123,7 +57,7 @@ class TrialReporter:
         number: int,
         pruner: Mapping[str, Any] | None = None,
         direction: Any = None,
-        storage_timeout: float = 30.0,
+        storage_timeout: float = DEFAULT_STORAGE_TIMEOUT,
     ) -> None:
         self.study_name = study_name
         self.storage = storage
@@ -166,7 +100,7 @@ class TrialReporter:
             number=int(optuna_trial_cfg["number"]),
             pruner=optuna_trial_cfg.get("pruner"),
             direction=optuna_trial_cfg.get("direction"),
-            storage_timeout=float(optuna_trial_cfg.get("storage_timeout") or 30.0),
+            storage_timeout=float(optuna_trial_cfg.get("storage_timeout") or DEFAULT_STORAGE_TIMEOUT),
         )
 
     # -- lazy connection
