@@ -103,33 +103,65 @@ def latest_checkpoint(root: str) -> str | None:
     return found[-1][1] if found else None
 
 
-def read_state(path: str) -> dict[str, Any]:
+def read_state(path: str, key: str = "trainer.resume") -> dict[str, Any]:
     state_file = os.path.join(path, STATE_FILE)
     if not os.path.isfile(state_file):
-        raise ConfigError("trainer.resume", path, f"not a complete checkpoint (no {STATE_FILE})")
+        raise ConfigError(key, path, f"not a complete checkpoint (no {STATE_FILE})")
     with open(state_file) as f:
         return json.load(f)
+
+
+def read_init_from(path: str) -> dict[str, Any]:
+    """`trainer.init_from`: the state of a complete checkpoint directory; anything else is one line."""
+    if not os.path.isdir(path):
+        raise ConfigError(
+            "trainer.init_from", path, "no such checkpoint directory (give a checkpoints/step_N of an earlier run)"
+        )
+    return read_state(path, "trainer.init_from")
 
 
 def load_training(path: str) -> dict[str, Any]:
     return torch.load(os.path.join(path, TRAINING_FILE), weights_only=False)
 
 
-def load_weights(model, path: str, lora: bool) -> None:
-    """Load the checkpoint's trained weights into `model` (peft adapter or full model)."""
+WEIGHT_FILES = {True: "adapter_model.safetensors", False: "model.safetensors"}  # lora enabled -> file
+
+
+def check_adapter_base(path: str, state: dict[str, Any], model_init_seed: int) -> None:
+    """A LoRA adapter fits only the base weights it was trained on: for the tiny model, its init.
+    (A checkpoint without an adapter is `load_weights`'s to refuse.)"""
+    if not os.path.isfile(os.path.join(path, WEIGHT_FILES[True])):
+        return
+    saved = state.get("seeds", {}).get("model_init_seed")
+    if saved is not None and saved != model_init_seed:
+        raise ConfigError(
+            "trainer.init_from",
+            path,
+            f"its LoRA adapter was trained on the tiny model initialised with seed {saved} and this run's init "
+            f"seed is {model_init_seed}: set model.init_seed={saved}",
+        )
+
+
+def load_weights(model, path: str, lora: bool, key: str = "trainer.resume") -> None:
+    """Load the checkpoint's trained weights into `model` (peft adapter or full model); `key` is
+    the setting that named the checkpoint, for the one-line error."""
     from safetensors.torch import load_file
 
+    if not os.path.isfile(os.path.join(path, WEIGHT_FILES[lora])):
+        kinds = {True: "a LoRA adapter", False: "a full model (lora=none)"}
+        saved = kinds[not lora] if os.path.isfile(os.path.join(path, WEIGHT_FILES[not lora])) else "no weights"
+        raise ConfigError(key, path, f"this run needs {kinds[lora]} but the checkpoint holds {saved}")
     if lora:
         from peft import set_peft_model_state_dict
 
-        set_peft_model_state_dict(model, load_file(os.path.join(path, "adapter_model.safetensors")))
+        set_peft_model_state_dict(model, load_file(os.path.join(path, WEIGHT_FILES[True])))
         return
-    state = load_file(os.path.join(path, "model.safetensors"))
+    state = load_file(os.path.join(path, WEIGHT_FILES[False]))
     missing, unexpected = model.load_state_dict(state, strict=False)
     tied = {"lm_head.weight"} if getattr(model.config, "tie_word_embeddings", False) else set()
     if unexpected or set(missing) - tied:
         raise ConfigError(
-            "trainer.resume",
+            key,
             path,
             f"weights do not fit the model (missing {sorted(set(missing) - tied)[:3]}, unexpected {unexpected[:3]})",
         )

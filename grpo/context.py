@@ -85,20 +85,27 @@ def generation_budget(
 
 
 def build_training_context(
-    cfg: RunConfig, derived: Derived, accelerator: Accelerator, resume_path: str | None = None
+    cfg: RunConfig,
+    derived: Derived,
+    accelerator: Accelerator,
+    resume_path: str | None = None,
+    weights_key: str = "trainer.resume",
 ) -> RunContext:
     """The policy (LoRA applied, a checkpoint's weights loaded, prepared), its reference, the task,
-    the sampler and the scorer of a training run. The order keeps the random stream as it was."""
+    the sampler and the scorer of a training run. The order keeps the random stream as it was.
+
+    `resume_path`: the checkpoint whose weights to load, named by `weights_key` (trainer.resume,
+    or trainer.init_from for weights only). The tiny model's init is derived.model_init_seed."""
     from grpo.checkpoint import load_weights
     from grpo.models.load import load_model
     from grpo.models.lora import apply_lora, reference_context
     from grpo.rollout.engine import MergedEngine
     from grpo.tasks.registry import build_task
 
-    model, tokenizer = load_model(cfg.model)
+    model, tokenizer = load_model(cfg.model, init_seed=derived.model_init_seed)
     model = apply_lora(model, cfg.lora)
     if resume_path:
-        load_weights(model, resume_path, cfg.lora.enabled)
+        load_weights(model, resume_path, cfg.lora.enabled, weights_key)
     reference = reference_context(model, cfg.lora.enabled) if needs_reference(cfg.algorithm) else None
     policy = accelerator.prepare(model)
     task = build_task(cfg.task)

@@ -36,12 +36,35 @@ def header(comp: Composition, *, run_dir: str, ctx: RunContext, tracker) -> str:
         f"= {d.total_samples:,} completions (lr {cfg.schedule.grpo_lr:g}, "
         f"warm-up {d.warmup_steps} steps, {cfg.schedule.lr_scheduler})",
         f"  sampling   up to {max_new_tokens} new tokens{bound}",
+        seeds_line(comp),
         f"  processes  {comp_processes()}",
         f"  outputs    {run_dir}",
         f"  tracking   {cfg.logger.backend}"
         + (f" {cfg.logger.tracking_uri} (run {tracker.run_id})" if tracker.run_id else ""),
     ]
+    if cfg.trainer.init_from:
+        lines.insert(
+            3, f"  weights    {cfg.trainer.init_from} (trainer.init_from: weights only; new optimizer and steps)"
+        )
     return "\n".join(lines)
+
+
+def seeds_line(comp: Composition) -> str:
+    """What `seed` drives in this run, and what stays fixed on purpose whatever the seed."""
+    cfg, d = comp.cfg, comp.derived
+    fixed = [f"task.seed={cfg.task.seed} (which prompts are train and held out)"]
+    if cfg.model.name_or_path is not None:
+        fixed.append("the pretrained weights")
+        init = ""
+    elif cfg.model.init_seed is not None:
+        fixed.append(f"model.init_seed={cfg.model.init_seed} (the model's init)")
+        init = ""
+    else:
+        init = f"model init {d.model_init_seed}, "
+    return (
+        f"  seeds      seed {cfg.seed}: {init}data order {d.data_seed}, sampling {cfg.seed} + rank; fixed: "
+        + ", ".join(fixed)
+    )
 
 
 def comp_processes() -> str:

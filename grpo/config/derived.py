@@ -7,6 +7,7 @@ logged as `derived.*` params and shown by `grpo.diff`.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import asdict, dataclass
 
@@ -19,6 +20,16 @@ def epochs_to_steps(epochs: float, steps_per_epoch: int) -> int:
     return max(0, math.ceil(epochs * steps_per_epoch - 1e-9))
 
 
+def sub_seed(seed: int, purpose: str) -> int:
+    """The seed of one use of a run's randomness (`model.init`, `data.order`), derived from `seed`.
+
+    A hash, not an offset: seed 1's data order is not seed 2's model init, and no use starts
+    from the stream that `set_seed(seed)` gives sampling. The same on every machine and process.
+    """
+    digest = hashlib.sha256(f"{seed}:{purpose}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
 @dataclass(frozen=True)
 class Derived:
     steps_per_epoch: int  # optimizer steps for one pass over the train split
@@ -29,6 +40,8 @@ class Derived:
     total_samples: int  # GRPO completions: steps x prompts per step x group size
     lora_scaling: float | None  # alpha / rank
     run_name: str
+    model_init_seed: int  # model.init_seed when set, else from `seed`: the random init of `tiny`
+    data_seed: int  # from `seed`: the order in which training batches walk the train split
 
     def as_params(self) -> dict[str, object]:
         return {f"derived.{k}": v for k, v in asdict(self).items()}
@@ -67,4 +80,6 @@ def derive(cfg: RunConfig, tag: str | None = None) -> Derived:
         total_samples=grpo_steps * cfg.rollout.batch_size * cfg.rollout.group_size,
         lora_scaling=(cfg.lora.alpha / cfg.lora.rank) if cfg.lora.enabled and cfg.lora.rank > 0 else None,
         run_name=cfg.logger.run_name or generate_run_name(cfg, grpo_steps, rce_steps, cfg.run_tag or tag),
+        model_init_seed=cfg.model.init_seed if cfg.model.init_seed is not None else sub_seed(cfg.seed, "model.init"),
+        data_seed=sub_seed(cfg.seed, "data.order"),
     )

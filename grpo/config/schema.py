@@ -10,7 +10,6 @@ a wrong type fails at compose time. Range rules live in `checks.py`; derived val
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 
 @dataclass
@@ -36,7 +35,8 @@ class ModelConfig:
     bf16: bool = False  # load weights in bfloat16
     gradient_checkpointing: bool = False
     trust_remote_code: bool = False
-    init_seed: int = 0  # seeds the random init of `tiny` (independent of the run seed)
+    # Seeds the random init of `tiny`; null: derived from the run's `seed` (derived.model_init_seed).
+    init_seed: int | None = None
 
 
 @dataclass
@@ -167,7 +167,7 @@ class TaskConfig:
     name: str = "numgame"  # numgame | arithmetic | mixed | jsonl
     train_size: int = 256
     val_size: int = 64
-    seed: int = 1234  # data seed: the splits depend on it only
+    seed: int = 1234  # the generator's seed: the train/held-out prompts depend on it only (not the run's `seed`)
     max_number: int = 99
     # Sampling share of each domain in a training batch; empty: the task's domains equally.
     domain_ratios: dict[str, float] = field(default_factory=dict)
@@ -199,6 +199,9 @@ class TrainerConfig:
     save_limit: int | None = None  # keep the newest N checkpoints (plus the best); null keeps all
     # auto: continue from the latest good checkpoint in the output dir; never; or a checkpoint path.
     resume: str = "auto"
+    # Weights only from a checkpoint directory (checkpoints/step_N): a new run with its own stages,
+    # optimizer, step counter and random streams (e.g. GRPO trials from one finished RCE stage).
+    init_from: str | None = None
     max_bad_steps: int = 3  # non-finite losses/gradients in a row before the run stops
     output_dir: str | None = None  # null: the Hydra run directory
     device: str = "auto"  # auto | cpu | cuda | cuda:0 ...
@@ -267,11 +270,11 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
-    seed: int = 42
+    seed: int = 42  # this run's randomness: model init and data order (derived), sampling (seed + rank)
     optimized_metric: str = "val/accuracy"  # what grpo.run returns to a sweeper
     run_tag: str | None = None  # last part of the generated run name (preset/experiment)
-    # Free-form: set by the Optuna sweeper for pruning (see grpo/sweep/trial.py).
-    optuna_trial: Any | None = None
+    # (An Optuna sweep's trial reaches the job through the environment, not this config:
+    # grpo/sweep/trial.py, GRPO_OPTUNA_TRIAL.)
 
 
 def register_schema() -> None:

@@ -13,10 +13,13 @@ from grpo.models.tiny import build_tiny_model
 from grpo.models.tokenizer import build_char_tokenizer
 
 
-def load_model(cfg: ModelConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def load_model(cfg: ModelConfig, init_seed: int | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """`init_seed`: the tiny model's init (a run passes derived.model_init_seed); else
+    `cfg.init_seed`, else 0. Weights on disk ignore it."""
     if cfg.name_or_path is None:
         tokenizer = build_char_tokenizer()
-        model = build_tiny_model(cfg.tiny, tokenizer, cfg.init_seed)
+        seed = init_seed if init_seed is not None else cfg.init_seed
+        model = build_tiny_model(cfg.tiny, tokenizer, seed if seed is not None else 0)
     else:
         tokenizer, model = _load_pretrained(cfg)
     if cfg.gradient_checkpointing:
