@@ -92,8 +92,9 @@ class Recipe:
         resume_state = ckpt.read_state(resume_path) if resume_path else None
         if resume_state:
             check_compatible(resume_path, resume_state, self.flat_config())
-        self.ctx = build_training_context(cfg, self.derived, acc, resume_path)
-        self.sampler = BatchSampler(self.ctx.task.train, cfg.task.domain_ratios, seed=cfg.task.seed + 7)
+        weights, key = (resume_path, "trainer.resume") if resume_path else (self._init_from(), "trainer.init_from")
+        self.ctx = build_training_context(cfg, self.derived, acc, weights, key)
+        self.sampler = BatchSampler(self.ctx.task.train, cfg.task.domain_ratios, seed=self.derived.data_seed)
         self._start_tracking(resume_state.get("mlflow_run_id") if resume_state else None)
         self.resume_training = ckpt.load_training(resume_path) if resume_path else None
         if resume_state:
@@ -103,6 +104,15 @@ class Recipe:
             if resume_path:
                 log.info("resuming from %s (step %d, stage %s)", resume_path, self.step, resume_state["stage"])
             self._log_config()
+
+    def _init_from(self) -> str | None:
+        """trainer.init_from, checked: weights only (a resumed run continues its own weights instead)."""
+        path = self.cfg.trainer.init_from
+        if path:
+            state = ckpt.read_init_from(path)
+            if self.cfg.lora.enabled and self.cfg.model.name_or_path is None:  # an adapter fits its own base init
+                ckpt.check_adapter_base(path, state, self.derived.model_init_seed)
+        return path
 
     def _start_tracking(self, resume_run_id: str | None) -> None:
         """Rank 0 tracks (into the checkpoint's MLflow run when resuming); the others keep local files."""
@@ -312,6 +322,7 @@ class Recipe:
             "early_stopping": self.early.state_dict(),
             "skipped_steps": self.skipped_total,
             "config": self.flat_config(),
+            "seeds": {"seed": self.cfg.seed, "model_init_seed": self.derived.model_init_seed},
         }
         training = {
             "stage": stage,
