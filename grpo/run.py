@@ -95,7 +95,7 @@ def train(cfg: DictConfig) -> float:
 
     hc = HydraConfig.get()
     choices = OmegaConf.to_container(hc.runtime.choices)
-    comp = finish(cfg, choices)
+    comp = finish(cfg, choices, list(hc.overrides.task))
     tags = {
         "preset": str(choices.get("preset") or ""),
         "experiment": str(choices.get("experiment") or ""),
