@@ -141,11 +141,20 @@ class Recipe:
         return flat_config(self.comp.raw)
 
     def _log_config(self) -> None:
+        """What re-creates the run (grpo/tracking/run_record.py): config, overrides, data, environment."""
         from omegaconf import OmegaConf
 
-        self.tracker.log_params({**self.flat_config(), **self.derived.as_params()})
-        self.tracker.log_text(OmegaConf.to_yaml(self.comp.raw, resolve=True), "config/config.yaml")
-        self.tracker.log_text(self.tags.get("overrides", "") + "\n", "config/overrides.txt")
+        from grpo.tasks.lineage import data_sources
+        from grpo.tracking.run_record import log_run_record
+
+        log_run_record(
+            self.tracker,
+            {**self.flat_config(), **self.derived.as_params()},
+            OmegaConf.to_yaml(self.comp.raw, resolve=True),
+            overrides=self.comp.overrides,
+            overrides_text=self.tags.get("overrides", ""),
+            sources=data_sources(self.cfg.task, self.ctx.task),
+        )
 
     # ---------------------------------------------------------------- stages
     def train(self) -> dict[str, float]:
@@ -347,11 +356,11 @@ class Recipe:
 
     # ---------------------------------------------------------------- close
     def cleanup(self, status: str = "FINISHED") -> None:
-        if self.checkpoints and os.path.isdir(self.checkpoints[-1]):
-            self.tracker.log_artifacts(self.checkpoints[-1], "adapter")
+        from grpo.tracking.run_record import log_checkpoints
+
         best_dir = os.path.join(self.checkpoint_root, f"step_{self.early.best_step}")
-        if self.early.best_step is not None and os.path.isdir(best_dir):
-            self.tracker.set_tags({"best_step": str(self.early.best_step), "best_checkpoint": best_dir})
+        final = self.checkpoints[-1] if self.checkpoints else None
+        log_checkpoints(self.tracker, final, best_dir if self.early.best_step is not None else None)
         if self.stop_reason:
             self.tracker.set_tags({"stop_reason": self.stop_reason[:250]})
         self.tracker.finish(status)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from grpo.config.schema import LoggerConfig
@@ -18,6 +18,7 @@ class Tracker(Protocol):
     def log_text(self, text: str, path: str) -> None: ...
     def log_table(self, rows: list[dict], path: str) -> None: ...
     def log_artifacts(self, local_dir: str, path: str) -> None: ...
+    def log_datasets(self, sources: Sequence[Any]) -> None: ...
     def set_tags(self, tags: Mapping[str, str]) -> None: ...
     def finish(self, status: str = "FINISHED") -> None: ...
 
@@ -38,6 +39,9 @@ class NullTracker:
         pass
 
     def log_artifacts(self, local_dir, path):
+        pass
+
+    def log_datasets(self, sources):
         pass
 
     def set_tags(self, tags):

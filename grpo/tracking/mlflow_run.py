@@ -90,6 +90,21 @@ class MlflowTracker:
     def log_artifacts(self, local_dir: str, path: str) -> None:
         self.client.log_artifacts(self.run_id, local_dir, path)
 
+    def log_datasets(self, sources) -> None:
+        """Each source (grpo.tasks.lineage.DataSource) as a dataset input, its role as the context."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        inputs = []
+        for s in sources:
+            config = {k: str(v) for k, v in s.config.items()}
+            where = {"uri": s.source} if s.source_type == "local" else {"tags": {"generator": s.source, **config}}
+            dataset = Dataset(
+                s.name, s.digest, s.source_type, json.dumps(where), profile=json.dumps({"records": s.records, **config})
+            )
+            inputs.append(DatasetInput(dataset, tags=[InputTag("mlflow.data.context", s.role)]))
+        if inputs:
+            self.client.log_inputs(self.run_id, datasets=inputs)
+
     def set_tags(self, tags: Mapping[str, str]) -> None:
         for k, v in tags.items():
             self.client.set_tag(self.run_id, k, str(v))

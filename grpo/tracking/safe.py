@@ -59,6 +59,9 @@ class SafeTracker:
     def log_artifacts(self, local_dir: str, path: str) -> None:
         self._call("log_artifacts", local_dir, path)
 
+    def log_datasets(self, sources) -> None:
+        self._call("log_datasets", sources)
+
     def set_tags(self, tags: Mapping[str, str]) -> None:
         self._call("set_tags", tags)
 
