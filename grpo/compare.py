@@ -21,10 +21,13 @@ from pathlib import Path
 
 from grpo.analysis.run_plots import DEFAULT_CURVES, curve_plots, scatter_plots
 from grpo.analysis.run_table import (
+    DATA_COLUMN,
     DEFAULT_METRICS,
     build_rows,
     check_known,
+    checkpoint_columns,
     choose_metrics,
+    data_column,
     differing_params,
     equal_param_count,
     runs_table,
@@ -79,6 +82,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--sort", metavar="METRIC", help="sort by this metric, highest first (default: the first metric)")
     p.add_argument("--ascending", action="store_true", help="sort lowest first")
+    p.add_argument(
+        "--checkpoints", action="store_true", help="add each run's best and final adapter (runs:/ID/adapter...)"
+    )
     p.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
     p.add_argument("--plot", nargs="?", const="", metavar="DIR", help="write PNG plots to DIR (default: outputs/plots)")
     p.add_argument(
@@ -107,7 +113,10 @@ def compare(args: argparse.Namespace) -> tuple[Table, list[Path]]:
     specs, sort = choose_metrics(runs, args.metrics, args.sort)
     keys = differing_params(runs)
     rows = sort_rows(build_rows(store, runs, keys, specs), sort, args.ascending)
-    table = runs_table(rows, keys, specs, sort, args.ascending, equal_param_count(runs, keys))
+    extra = {DATA_COLUMN: data_column(runs)} if data_column(runs) else {}
+    if args.checkpoints:
+        extra.update(checkpoint_columns(runs))
+    table = runs_table(rows, keys, specs, sort, args.ascending, equal_param_count(runs, keys), extra)
     written: list[Path] = []
     if args.plot is not None:
         if args.curves:

@@ -14,13 +14,22 @@ from typing import Any
 
 from grpo.analysis.runs import CompareError, Store, parse_param, wall_time
 from grpo.tables import MISSING, Table
+from grpo.tasks.lineage import PARAM_PREFIX, fingerprint
 
 DEFAULT_METRICS = ("val/accuracy", "val/accuracy:best", "val/reward", "train/reward", "train/kl", "time/total")
 AGGREGATES = ("final", "best", "min")  # latest value | max over the history | min over the history
 WALL_TIME = "time/total"  # falls back to the run's end - start when the run did not log it
 # Params that differ between runs without saying anything about the training.
-NOISY_PREFIXES = ("logger.tags.", "paths.", "optuna_trial.")
-NOISY_KEYS = {"optuna_trial", "logger.parent_run_id", "logger.tracking_uri", "logger.run_name", "derived.run_name"}
+# `data.*` (digests and sources of the data read) are summed up in one `data` column instead.
+NOISY_PREFIXES = ("logger.tags.", "paths.", "optuna_trial.", PARAM_PREFIX)
+NOISY_KEYS = {
+    "optuna_trial",
+    "logger.parent_run_id",
+    "logger.tracking_uri",
+    "logger.run_name",
+    "derived.run_name",
+    "logger.tags",  # `{}` until a tag is set (a rerun's rerun_of)
+}
 
 
 # ---------------------------------------------------------------------------------- params
@@ -41,6 +50,31 @@ def differing_params(runs: Sequence) -> list[str]:
 def equal_param_count(runs: Sequence, differing: Sequence[str]) -> int:
     """Params logged by the runs that are neither noise nor differing (the table's note counts them)."""
     return len({k for r in runs for k in r.data.params if not is_noisy(k)}) - len(differing)
+
+
+# ---------------------------------------------------------------------- data, checkpoints
+DATA_COLUMN = "data"
+CHECKPOINT_COLUMNS = ("best checkpoint", "final checkpoint")
+
+
+def data_column(runs: Sequence) -> dict[str, Any]:
+    """run id -> a short digest of the data it trained and validated on; empty when every run read
+    the same data (or none logged it)."""
+    prints = {r.info.run_id: fingerprint(r.data.params) for r in runs}
+    if len(set(prints.values())) < 2:
+        return {}
+    return {k: MISSING if v is None else v for k, v in prints.items()}
+
+
+def checkpoint_columns(runs: Sequence) -> dict[str, dict[str, Any]]:
+    """column -> run id -> where its best / final adapter is: the `runs:/` artifact, else the local directory."""
+    out: dict[str, dict[str, Any]] = {c: {} for c in CHECKPOINT_COLUMNS}
+    for run in runs:
+        tags = run.data.tags
+        for column, which in zip(CHECKPOINT_COLUMNS, ("best", "final")):
+            where = tags.get(f"{which}_checkpoint_uri") or tags.get(f"{which}_checkpoint")
+            out[column][run.info.run_id] = where or MISSING
+    return out
 
 
 # --------------------------------------------------------------------------------- metrics
@@ -154,17 +188,30 @@ def runs_table(
     sort: MetricSpec | None,
     ascending: bool,
     equal_count: int,
+    extra: dict[str, dict[str, Any]] | None = None,
 ) -> Table:
+    """`extra`: more columns after the params, column -> run id -> value (data, checkpoints)."""
+    extra = extra or {}
     labels = [s.label for s in specs]
-    table = Table(columns=["run", "id", "status", *keys, *labels])
+    table = Table(columns=["run", "id", "status", *keys, *extra, *labels])
     table.formatters = {"id": lambda v: str(v)[:8], **{label: fmt_metric for label in labels}}
     table.right = set(labels)
     for row in rows:
         metrics = [MISSING if row.metrics[s] is None else row.metrics[s] for s in specs]
+        run_id = row.run.info.run_id
         table.rows.append(
-            [row.name, row.run.info.run_id, row.run.info.status, *(row.params[k] for k in keys), *metrics]
+            [
+                row.name,
+                run_id,
+                row.run.info.status,
+                *(row.params[k] for k in keys),
+                *(values.get(run_id, MISSING) for values in extra.values()),
+                *metrics,
+            ]
         )
     order = f", sorted by {sort.label} {'↑' if ascending else '↓'}" if sort else ""
     table.title = f"{len(rows)} run{'s' if len(rows) != 1 else ''}{order}"
     table.notes = [f"{equal_count} params equal on all runs are not shown" + ("" if keys else "; no param differs")]
+    if DATA_COLUMN in extra:
+        table.notes.append(f"the runs trained on different data: '{DATA_COLUMN}' digests each one's train/val data")
     return table
