@@ -7,11 +7,17 @@
     python -m grpo.eval --checkpoint CKPT eval.generation.greedy=false eval.generation.n=8   # pass@k, maj@8 ...
     python -m grpo.eval +experiment=aflow_mixed                                   # the base model, no checkpoint
     python -m grpo.eval --checkpoint CKPT --run-id RUN_ID                         # add to an MLflow run
+    python -m grpo.eval --run RUN_ID                      # the adapter that MLflow run logged (its best)
+    python -m grpo.eval --run RUN_ID --adapter final --split test
 
 With --checkpoint, the configuration is the run's own (`<run dir>/.hydra/config.yaml`, written
-by Hydra beside `checkpoints/`), and the remaining arguments are `key=value` overrides of it.
-Without, they are the usual Hydra overrides, composed like `grpo.run`. The model is the run's
-base model with the checkpoint's adapter (or the full weights it saved).
+by Hydra beside `checkpoints/`), and the remaining arguments are `key=value` overrides of it. A
+checkpoint with no config beside it is evaluated only with overrides that agree with what it was
+trained with (its trainer_state.json); otherwise one line names `--run` and the overrides to pass.
+With --run, the adapter and the config are the ones that run logged to MLflow (found in the
+default store, or in `logger.tracking_uri=...`). Without either, the arguments are the usual
+Hydra overrides, composed like `grpo.run`. The model is the run's base model with the
+checkpoint's adapter (or the full weights it saved).
 
 Prints one table per split (accuracy and mean reward per domain; with eval.generation.n > 1
 also pass@k, mean@n, best@n and maj@n, see grpo/metrics.py) and logs the metrics to MLflow as
@@ -21,18 +27,18 @@ eval/<split>/<metric>[/<domain>]: in a new run tagged `eval`, or in --run-id's r
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
 
 import torch
 
-from grpo.checkpoint import latest_checkpoint
-from grpo.compose import Composition, compose, finish, register
+from grpo.compose import Composition, compose
 from grpo.config.errors import ConfigError, explain
 from grpo.context import RunContext, generation_budget, make_accelerator
+from grpo.eval_target import find_checkpoint, read_state, run_checkpoint, run_composition
 from grpo.metrics import metric_keys, summarize
 from grpo.stages.validation import collect
 from grpo.tables import Table, to_text
@@ -43,47 +49,6 @@ log = logging.getLogger("grpo.eval")
 
 
 # ---------------------------------------------------------------------------- what to evaluate
-def find_checkpoint(path: str) -> str:
-    """A checkpoint directory: `path` itself, or the latest checkpoints/step_N of a run directory."""
-    if any(os.path.isfile(os.path.join(path, f)) for f in ("adapter_config.json", "config.json")):
-        return os.path.abspath(path)
-    latest = latest_checkpoint(os.path.join(path, "checkpoints"))
-    if latest is None:
-        raise ConfigError(
-            "--checkpoint",
-            path,
-            "neither a checkpoint (adapter_config.json or config.json) nor a run directory with checkpoints/step_N",
-        )
-    return os.path.abspath(latest)
-
-
-def run_composition(checkpoint: str, overrides: Sequence[str]) -> Composition:
-    """The run's own config (its .hydra/config.yaml), with `key=value` overrides on top."""
-    from omegaconf import OmegaConf
-
-    from grpo.config.schema import RunConfig
-
-    run_dir = os.path.dirname(os.path.dirname(checkpoint))
-    saved = os.path.join(run_dir, ".hydra", "config.yaml")
-    if not os.path.isfile(saved):
-        log.warning("no %s (trainer.output_dir moved the checkpoints?): composing from the overrides given", saved)
-        return compose(overrides)
-    register()
-    bad = [o for o in overrides if "=" not in o or o.startswith("~")]
-    if bad:
-        raise ConfigError("overrides", " ".join(bad), "with --checkpoint, give key=value overrides of the run's config")
-    cfg = OmegaConf.merge(
-        OmegaConf.structured(RunConfig),
-        OmegaConf.load(saved),
-        OmegaConf.from_dotlist([o.lstrip("+") for o in overrides]),
-    )
-    hydra_yaml = os.path.join(run_dir, ".hydra", "hydra.yaml")
-    choices = (
-        OmegaConf.to_container(OmegaConf.load(hydra_yaml).hydra.runtime.choices) if os.path.isfile(hydra_yaml) else {}
-    )
-    return finish(cfg, choices)
-
-
 def split_examples(comp: Composition, task, split: str) -> list[Example]:
     if split == "val":
         return list(task.val)
@@ -105,7 +70,7 @@ def build_context(comp: Composition, checkpoint: str | None, task, examples: Seq
 
     cfg = comp.cfg
     acc = make_accelerator(cfg.trainer)
-    model, tokenizer = load_model(cfg.model)
+    model, tokenizer = load_model(cfg.model, init_seed=comp.derived.model_init_seed)  # the run's base init
     if checkpoint and os.path.isfile(os.path.join(checkpoint, "adapter_config.json")):
         from peft import PeftModel
 
@@ -207,12 +172,31 @@ def evaluate_checkpoint(
     limit: int | None = None,
     run_id: str | None = None,
     progress: bool = True,
+    run: str | None = None,
+    which: str = "best",
 ) -> tuple[dict, str]:
-    """Evaluate; returns ({domain: metrics}, the printed table)."""
-    from tqdm.auto import tqdm
-
+    """Evaluate a checkpoint, the adapter MLflow run `run` logged (its `which` checkpoint, with
+    its recorded config), or the base model; returns ({domain: metrics}, the printed table)."""
+    if run:
+        with tempfile.TemporaryDirectory(prefix="grpo-eval-") as tmp:
+            local, comp, label = run_checkpoint(run, overrides, which, tmp)
+            return evaluate(comp, local, label, split, limit, run_id, progress)
     checkpoint = find_checkpoint(checkpoint) if checkpoint else None
     comp = run_composition(checkpoint, overrides) if checkpoint else compose(overrides)
+    return evaluate(comp, checkpoint, checkpoint, split, limit, run_id, progress)
+
+
+def evaluate(
+    comp: Composition,
+    checkpoint: str | None,
+    label: str | None,
+    split: str,
+    limit: int | None,
+    run_id: str | None,
+    progress: bool,
+) -> tuple[dict, str]:
+    from tqdm.auto import tqdm
+
     task = build_task(comp.cfg.task)
     examples = split_examples(comp, task, split)[:limit]
     ctx = build_context(comp, checkpoint, task, examples)
@@ -222,19 +206,15 @@ def evaluate_checkpoint(
     summary = summarize(samples.domains, samples.correct, samples.reward, samples.answers, n)
     gen = comp.cfg.eval.generation
     how = "greedy" if gen.greedy else f"sampled: temperature {gen.temperature:g}, top_p {gen.top_p:g}, n {n}"
-    title = f"{split}: {checkpoint or 'base model (' + comp.cfg.model.name + ')'}  [{how}]"
+    title = f"{split}: {label or 'base model (' + comp.cfg.model.name + ')'}  [{how}]"
     table = to_text(summary_table(summary, title)).rstrip("\n")
-    state = {}
-    if checkpoint and os.path.isfile(os.path.join(checkpoint, "trainer_state.json")):
-        with open(os.path.join(checkpoint, "trainer_state.json")) as f:
-            state = json.load(f)
     logged = log_to_mlflow(
         comp,
         metric_keys(summary, f"eval/{split}"),
         table,
         split=split,
-        checkpoint=checkpoint,
-        state=state,
+        checkpoint=label,
+        state=read_state(checkpoint) if checkpoint else {},
         run_id=run_id,
     )
     if logged:
@@ -252,6 +232,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--checkpoint",
         help="a checkpoint dir (checkpoints/step_N) or a run dir (its latest); omit to evaluate the base model",
     )
+    parser.add_argument(
+        "--run", metavar="RUN_ID", help="the adapter this MLflow run logged, with its recorded task and generation"
+    )
+    parser.add_argument(
+        "--adapter",
+        choices=("best", "final"),
+        default="best",
+        help="with --run: its best (default) or final checkpoint",
+    )
     parser.add_argument("--split", choices=("val", "test"), default="val")
     parser.add_argument("--limit", type=int, default=None, help="evaluate the first N prompts of the split")
     parser.add_argument("--run-id", help="log into this MLflow run instead of a new one tagged eval")
@@ -260,11 +249,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     if flags:
         parser.error(f"unknown option(s): {' '.join(flags)}")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.run and args.checkpoint:
+        parser.error("--run evaluates the adapter that run logged: drop --checkpoint")
+    from grpo.tracking.lookup import RecordError
+
     try:
         _, table = evaluate_checkpoint(
-            args.checkpoint, overrides, split=args.split, limit=args.limit, run_id=args.run_id
+            args.checkpoint,
+            overrides,
+            split=args.split,
+            limit=args.limit,
+            run_id=args.run_id,
+            run=args.run,
+            which=args.adapter,
         )
-    except ConfigError as exc:
+    except (ConfigError, RecordError) as exc:
         print(f"error: {explain(exc)}", file=sys.stderr)
         sys.exit(2)
     except Exception as exc:  # composition failures arrive as Hydra/OmegaConf errors: one line too
