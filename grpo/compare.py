@@ -9,7 +9,10 @@ writes the curves and, for a sweep, each varied param against the objective.
 Errors are one line on stderr with exit code 2: no store, no runs, an unknown experiment
 (the existing ones are listed) or an unknown metric (the logged ones are listed).
 
-The work is in `grpo.analysis` (runs, run_table, run_plots); this module is the command line.
+Runs that differ only in their seeds (`-m ... seed=0,1,2,3,4`) are one configuration: a summary
+table gives each metric as mean ± sd (min–max) over them, and the plots draw them as a band.
+
+The work is in `grpo.analysis` (runs, run_table, repeats, run_plots); this module is the command line.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from grpo.analysis.repeats import has_repeats, summary_table
 from grpo.analysis.run_plots import DEFAULT_CURVES, curve_plots, scatter_plots
 from grpo.analysis.run_table import (
     DATA_COLUMN,
@@ -57,7 +61,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m grpo.compare",
         description="Tracked runs side by side: the params that differ across them, and their metrics.",
-        epilog="metrics: NAME (final value), NAME:best (max over the history), NAME:min. "
+        epilog="metrics: NAME (final value), NAME:best (max over the history), NAME:min, NAME:rce (at the end "
+        "of the RCE stage), NAME:gain (final minus :rce: what GRPO added). Runs that differ only in their seeds "
+        "are also summarised as mean ± sd (min–max) and drawn as a band. "
         "examples: python -m grpo.compare --last 5 --plot;  "
         "python -m grpo.compare --parent <sweep run id> --sort val/accuracy:best",
     )
@@ -85,6 +91,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--checkpoints", action="store_true", help="add each run's best and final adapter (runs:/ID/adapter...)"
     )
+    p.add_argument(
+        "--summary",
+        action="store_true",
+        help="only the summary: one row per configuration, each metric as mean ± sd (min–max) over the runs "
+        "that differ only in their seeds (shown after the runs' table anyway when some configuration repeats)",
+    )
     p.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
     p.add_argument("--plot", nargs="?", const="", metavar="DIR", help="write PNG plots to DIR (default: outputs/plots)")
     p.add_argument(
@@ -100,7 +112,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def compare(args: argparse.Namespace) -> tuple[Table, list[Path]]:
+def compare(args: argparse.Namespace) -> tuple[list[Table], list[Path]]:
+    """The tables to print (the runs; the seed summary after it, or alone with --summary) and the PNGs written."""
     store = open_store(args.tracking_uri or default_tracking_uri())
     runs = select_runs(
         store,
@@ -125,17 +138,24 @@ def compare(args: argparse.Namespace) -> tuple[Table, list[Path]]:
         subtitle = experiment_names(store, runs)
         written = curve_plots(store, rows, keys, args.curves or DEFAULT_CURVES, outdir, subtitle)
         written += scatter_plots(store, rows, outdir)
-    return table, written
+    if args.summary:
+        return [summary_table(rows, specs, sort, args.ascending)], written
+    if has_repeats(rows) and args.format in ("table", "markdown"):  # csv/json: one table per output
+        return [table, summary_table(rows, specs, sort, args.ascending)], written
+    return [table], written
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        table, written = compare(args)
+        tables, written = compare(args)
     except CompareError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    emit(table, args.format)
+    for i, table in enumerate(tables):
+        if i:
+            print()
+        emit(table, args.format)
     # Keep stdout parseable for csv/json: the file list goes to stderr there.
     out = sys.stdout if args.format in ("table", "markdown") else sys.stderr
     for path in written:

@@ -1,4 +1,5 @@
-"""PNG plots for `grpo.compare`: metric curves across runs, and a sweep's params against its objective.
+"""PNG plots for `grpo.compare`: metric curves across runs (a band for runs of one configuration
+over several seeds), and a sweep's params against its objective.
 
 matplotlib is imported inside the functions (Agg backend, no display): `grpo.compare`
 without `--plot` should not pay for it. Runs are told apart by colour, marker and line style
@@ -25,6 +26,19 @@ class Series:
     label: str
     steps: list[int]
     values: list[float]
+
+
+@dataclass
+class Band:
+    """Repeated runs of one configuration: the mean by step, ± one sd, and the min and max."""
+
+    label: str
+    steps: list[int]
+    mean: list[float]
+    sd: list[float]
+    lo: list[float]
+    hi: list[float]
+    n: int  # runs
 
 
 @dataclass
@@ -80,14 +94,23 @@ def _legend(fig, handles, labels) -> None:
 
 
 def curves(
-    series: Sequence[Series], metric: str, path: Path, subtitle: str = "", stage_boundary: int | None = None
+    series: Sequence[Series],
+    metric: str,
+    path: Path,
+    subtitle: str = "",
+    stage_boundary: int | None = None,
+    bands: Sequence[Band] = (),
 ) -> Path:
-    """One line per run of `metric` by step; saved as a PNG at `path`."""
+    """One line per run of `metric` by step, one band per repeated configuration; saved as a PNG at `path`."""
     plt = _pyplot()
     from matplotlib.ticker import MaxNLocator
 
-    fig, ax = plt.subplots(figsize=(9, 4.8 + 0.22 * len(series)), layout="constrained")
-    for i, (s, colour) in enumerate(zip(series, colours(len(series)))):
+    lines = len(series) + len(bands)
+    fig, ax = plt.subplots(figsize=(9, 4.8 + 0.22 * lines), layout="constrained")
+    palette = colours(lines)
+    for i, (b, colour) in enumerate(zip(bands, palette)):
+        _band(ax, b, colour, MARKERS[i % len(MARKERS)])
+    for i, (s, colour) in enumerate(zip(series, palette[len(bands) :]), start=len(bands)):
         # Shrinking markers and varied dashes: runs with identical values still show through.
         ax.plot(
             s.steps,
@@ -116,13 +139,30 @@ def curves(
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("step")
     ax.set_ylabel(metric)
-    ax.set_title(
-        f"{metric} by step, {len(series)} run{'s' if len(series) != 1 else ''}" + (f"\n{subtitle}" if subtitle else "")
-    )
+    runs = len(series) + sum(b.n for b in bands)
+    ax.set_title(f"{metric} by step, {runs} run{'s' if runs != 1 else ''}" + (f"\n{subtitle}" if subtitle else ""))
     ax.grid(True, alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()
     _legend(fig, handles, labels)
     return _save(fig, path)
+
+
+def _band(ax, band: Band, colour, marker: str) -> None:
+    """The mean as a line, ± sd shaded, the min and max as thin lines of the same colour."""
+    below = [m - d for m, d in zip(band.mean, band.sd)]
+    above = [m + d for m, d in zip(band.mean, band.sd)]
+    ax.fill_between(band.steps, below, above, color=colour, alpha=0.22, linewidth=0)
+    for extreme in (band.lo, band.hi):
+        ax.plot(band.steps, extreme, color=colour, linewidth=0.7, alpha=0.7)
+    ax.plot(
+        band.steps,
+        band.mean,
+        color=colour,
+        marker=marker,
+        markersize=4.5,
+        linewidth=1.8,
+        label=f"{band.label}: mean ± sd of {band.n} runs, thin: min/max",
+    )
 
 
 def spans_decades(values: Sequence[float], decades: float = 2.0) -> bool:

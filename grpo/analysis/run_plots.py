@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from grpo import plots
+from grpo.analysis.repeats import band_values, is_seed_key, repeat_groups
 from grpo.analysis.run_table import MetricSpec, RunRow, differing_params, metric_value
 from grpo.analysis.runs import PARENT_TAG, STUDY_TAG, Store, parse_param
 from grpo.tables import cell_text
@@ -65,24 +66,44 @@ def stage_boundary(rows: Sequence[RunRow]) -> int | None:
 def curve_plots(
     store: Store, rows: Sequence[RunRow], keys: Sequence[str], metrics: Sequence[str], outdir: Path, subtitle: str
 ) -> list[Path]:
+    """A PNG per metric: a line per run; runs of one configuration over several seeds as one band."""
+    groups = repeat_groups(plot_order(rows, keys))
+    if any(len(g) > 1 for g in groups):  # seeds are what a band averages over, not what labels it
+        keys = [k for k in keys if not is_seed_key(k)]
     names = {r.name for r in rows}
     shared_name = len(names) == 1 and any(not k.startswith("derived.") for k in keys)
     if shared_name:  # one name for all: say it once, above the plot, not in every legend entry
         subtitle = f"{subtitle}, runs {names.pop()}" if subtitle else f"runs {names.pop()}"
     written = []
     for metric in metrics:
-        series = []
-        for row in plot_order(rows, keys):
-            points = store.history(row.run.info.run_id, metric)
-            if points:
-                label = legend_label(row, keys, with_name=not shared_name)
-                series.append(plots.Series(label, [s for s, _ in points], [v for _, v in points]))
-        if series:
+        series, bands = curve_parts(store, groups, keys, metric, not shared_name)
+        if series or bands:
             boundary = stage_boundary(rows)
-            if boundary and max(max(s.steps) for s in series) <= boundary:
+            if boundary and max(max(s.steps) for s in [*series, *bands]) <= boundary:
                 boundary = None
-            written.append(plots.curves(series, metric, outdir / f"{plots.slug(metric)}.png", subtitle, boundary))
+            path = outdir / f"{plots.slug(metric)}.png"
+            written.append(plots.curves(series, metric, path, subtitle, boundary, bands=bands))
     return written
+
+
+def curve_parts(
+    store: Store, groups: Sequence[Sequence[RunRow]], keys: Sequence[str], metric: str, with_name: bool
+) -> tuple[list[plots.Series], list[plots.Band]]:
+    """A line for each configuration run once, a band for each run several times."""
+    series, bands = [], []
+    for group in groups:
+        label = legend_label(group[0], keys, with_name=with_name)
+        if len(group) > 1:
+            if not [k for k in keys if not k.startswith("derived.")]:  # no param tells it apart: no run id either
+                label = group[0].name
+            values = band_values(store, group, metric)
+            if values:
+                bands.append(plots.Band(label, values.steps, values.mean, values.sd, values.lo, values.hi, values.n))
+            continue
+        points = store.history(group[0].run.info.run_id, metric)
+        if points:
+            series.append(plots.Series(label, [s for s, _ in points], [v for _, v in points]))
+    return series, bands
 
 
 # ----------------------------------------------------------------------------------- sweeps

@@ -17,7 +17,10 @@ from grpo.tables import MISSING, Table
 from grpo.tasks.lineage import PARAM_PREFIX, fingerprint
 
 DEFAULT_METRICS = ("val/accuracy", "val/accuracy:best", "val/reward", "train/reward", "train/kl", "time/total")
-AGGREGATES = ("final", "best", "min")  # latest value | max over the history | min over the history
+AGGREGATES = ("final", "best", "min", "rce", "gain")  # latest value | max | min over the history | see STAGE_AGGREGATES
+# At the end of the RCE stage (step derived.rce_steps: with trainer.init_from and no RCE, the validation
+# before training, i.e. the checkpoint), and final minus that: what the GRPO stage added.
+STAGE_AGGREGATES = ("rce", "gain")
 WALL_TIME = "time/total"  # falls back to the run's end - start when the run did not log it
 # Params that differ between runs without saying anything about the training.
 # `data.*` (digests and sources of the data read) are summed up in one `data` column instead.
@@ -94,7 +97,9 @@ def parse_metric(text: str) -> MetricSpec:
     if not sep:
         return MetricSpec(text)
     if agg not in AGGREGATES:
-        raise CompareError(f"metric {text!r}: unknown aggregate {agg!r} (use NAME, NAME:best or NAME:min)")
+        raise CompareError(
+            f"metric {text!r}: unknown aggregate {agg!r} (use NAME, NAME:best, NAME:min, NAME:rce or NAME:gain)"
+        )
     return MetricSpec(name, agg)
 
 
@@ -120,10 +125,24 @@ def metric_value(store: Store, run, spec: MetricSpec) -> float | None:
     if spec.agg == "final":
         value = run.data.metrics.get(spec.name)
         return wall_time(run) if value is None and spec.name == WALL_TIME else value
+    if spec.agg in STAGE_AGGREGATES:
+        return stage_value(store, run, spec)
     values = [v for _, v in store.history(run.info.run_id, spec.name)]
     if not values:
         return None
     return max(values) if spec.agg == "best" else min(values)
+
+
+def stage_value(store: Store, run, spec: MetricSpec) -> float | None:
+    """`rce`: the value logged at the end of the RCE stage; `gain`: the final value minus it."""
+    rce_steps = parse_param(run.data.params.get("derived.rce_steps", "None"))
+    at_end = [v for s, v in store.history(run.info.run_id, spec.name) if s == rce_steps]
+    if not at_end:
+        return None
+    if spec.agg == "rce":
+        return at_end[-1]
+    final = run.data.metrics.get(spec.name)
+    return None if final is None else final - at_end[-1]
 
 
 def choose_metrics(
