@@ -147,3 +147,85 @@ def test_code_exec_component_scores_rows_with_tests_only():
     scores = code_exec(["p"] * 3, completions, tests=[TESTS, TESTS, None], execution_timeout=TIMEOUT)
     assert scores == [1.0, pytest.approx(1 / 3), 0.0]
     assert execute(completions, [TESTS, None, None], execution_timeout=TIMEOUT)[1] is None
+
+
+# ---------------------------------------------------------------------------- the judge (issue 19)
+def test_the_issue_program_scores_zero():
+    """An object whose __eq__ always says yes: comparisons run in the judge, on plain data only."""
+    always_equal = "class A:\n    def __eq__(self, o): return True\n    def __ne__(self, o): return False\n"
+    r = timed(always_equal + "def f(x):\n    return A()\n", ["assert f(1) == 2", "assert f(5) == 10"])
+    assert (r.status, r.passed, r.pass_fraction) == ("ok", 0, 0.0)
+
+
+def test_program_objects_are_not_judged_their_plain_fields_are():
+    """What changes for tests that compare objects: compare their fields (or a tuple of them) instead."""
+    point = "class P:\n    def __init__(self, x): self.x = x\n    def __eq__(self, o): return self.x == o.x\n"
+    point += "def f():\n    return P(1)\n"
+    r = timed(point, ["assert f() == P(1)", "assert f().x == 1", "p = f()\nassert p.x == 1"])
+    assert r.passed == 2  # the first compared two objects of the program: no longer judged
+
+
+def test_builtin_subclasses_are_read_as_their_builtin_value():
+    """A namedtuple, a Counter or an IntEnum is judged by the builtin value it holds, not by its methods."""
+    program = "import collections, enum\nP = collections.namedtuple('P', 'x y')\nclass E(enum.IntEnum):\n    A = 3\n"
+    program += "def f():\n    return P(1, 2), collections.Counter('aab'), E.A\n"
+    r = timed(program, ["assert f() == ((1, 2), {'a': 2, 'b': 1}, 3)", "assert f()[0].x == 1"])
+    assert r.pass_fraction == 1.0
+
+
+def test_a_test_keeps_its_own_names():
+    """A name the test assigns is the judge's: it no longer rebinds the program's global of that name."""
+    r = timed("x = 5\ndef g():\n    return x", ["x = 6\nassert g() == 5", "assert x == 5"])
+    assert r.pass_fraction == 1.0
+
+
+def test_arguments_a_call_changes_in_place_change_in_the_test():
+    r = timed(
+        "def f(l, d=None):\n    l.sort()\n    d['k'] = 1\n",
+        ["l = [3, 1, 2]\nd = {}\nassert f(l, d=d) is None\nassert l == [1, 2, 3] and d == {'k': 1}"],
+    )
+    assert r.pass_fraction == 1.0
+
+
+def test_the_program_process_holds_only_its_own_pipes():
+    """stdin, stdout, stderr and the judge's two pipes: not the tests, not the verdict pipe."""
+    r = timed("import os\ndef f():\n    return len(os.listdir('/proc/self/fd')) - 1\n", ["assert f() == 5"])
+    assert r.pass_fraction == 1.0
+
+
+def test_the_judge_raises_the_builtin_exception_the_program_raised():
+    program = "class Mine(ValueError):\n    pass\ndef f(x):\n    raise Mine('no') if x else SystemExit(0)\n"
+    caught = "try:\n    assert f(1) == 0\nexcept ValueError:\n    pass\nelse:\n    raise AssertionError"
+    r = timed(program, [caught, "assert f(0) == 0"])
+    assert r.passed == 1  # Mine is a ValueError; a SystemExit in f fails its test
+
+
+def test_a_program_object_is_a_handle_judged_by_identity_only():
+    program = "class A:\n    def __init__(self): self.v = [1]\n    def __bool__(self): return True\n"
+    program += "    def __len__(self): return 1\ndef f():\n    return A()\na = A()\n"
+    tests = ["assert f() is not None", "assert a is a and a == a and f() != f()", "assert a.v == [1]"]
+    tests += ["assert a", "assert len(a) == 1", "assert 1 in a", "assert a + 0 == 0", "assert f() == f()"]
+    r = timed(program, tests)
+    assert (r.status, r.passed) == ("ok", 3)  # truth, len, `in`, arithmetic, value equality: refused
+
+
+def test_plain_data_round_trips_and_refuses_everything_else():
+    import collections
+    import json
+
+    from grpo.rewards.plain import NotPlainData, decode, encode
+
+    values = [None, True, 0, -(2**100), 1.5, float("inf"), -0.0, 3 + 4j, "é", b"\x00", bytearray(b"z")]
+    values += [[1, (2, {3})], frozenset({1}), {(1, 2): [None]}, range(1, 9, 2)]
+    for value in values:
+        back = decode(json.loads(json.dumps(encode(value))))
+        assert back == value and type(back) is type(value), value
+    assert decode(encode(float("nan"))) != decode(encode(float("nan")))  # still a NaN
+    assert type(decode(encode(collections.OrderedDict(a=1)))) is dict
+    assert list(decode(encode(map(str, [1, 2])))) == ["1", "2"]
+    for value in (object(), print, type, [object()], {"k": lambda: 0}):
+        with pytest.raises(NotPlainData):
+            encode(value)
+    for forged in (["always_equal"], ["list"], ["set", [["list", []]]], ["int", 5], {"a": 1}, 1.5):
+        with pytest.raises((ValueError, TypeError)):
+            decode(forged)

@@ -1,8 +1,10 @@
 """Code execution reward: a completion's program run against its item's tests, pass fraction as score.
 
-Each program runs in its own isolated child process (grpo/rewards/sandbox.py). Many run at
-once through a bounded thread pool (`reward.execution_workers`); identical (program, tests)
-pairs are run once and remembered (GRPO groups often repeat a completion).
+Each program runs in its own isolated child process (grpo/rewards/sandbox.py), and its tests are
+judged in another that never runs the program: a test compares plain values the program answered,
+never the program's own objects (README, "What the code reward guarantees"). Many run at once
+through a bounded thread pool (`reward.execution_workers`); identical (program, tests) pairs are
+run once and remembered (GRPO groups often repeat a completion).
 
 The program is the completion itself, or the first fenced block (```python ... ```) when it
 has one. A completion that is a bare expression is also bound to `answer` before the tests

@@ -6,7 +6,8 @@ What the child gets, and why (each line is one guard):
    writes), started in its own session so the whole process group can be killed.
 2. A clean environment: PATH, HOME/TMPDIR (its temp dir) and LANG only; nothing inherited, so
    no tokens or keys of the training process reach it.
-3. A fresh temporary working directory, removed afterwards.
+3. A fresh temporary working directory, removed afterwards. Nothing of the parent's is in it: the
+   job file is deleted before the program runs; output and tests travel on unlinked files.
 4. When we run as root: another uid and gid, unique per execution, with no supplementary groups
    (so the run's files are out of reach at the OS level, and a final `kill -9 -1` as that uid
    ends every process it started, even ones that left the process group).
@@ -17,15 +18,18 @@ What the child gets, and why (each line is one guard):
 6. An audit hook (PEP 578) installed before the program runs that refuses: writing, creating,
    removing, renaming, chmod/chown of any path outside the temp dir; symlinks and hard links;
    starting processes (fork, exec, spawn, system, subprocess); signalling other processes;
-   sockets; ctypes; and further audit hooks.
-7. A wall-clock timeout in the parent; on expiry the process group is killed (and, as root,
-   every process of the sandbox uid).
+   sockets; ctypes; further audit hooks; and opening another process's /proc entries.
+7. A wall-clock timeout in the parent for the whole execution (every test together); on expiry
+   the process group is killed (and, as root, every process of the sandbox uid).
 
-The verdict: the child reports each test as it finishes on a private pipe, prefixed with a
-random nonce; a child that exits early (sys.exit, os._exit, a crash, a limit) reports nothing
-more, and anything but a clean finish within the limits scores 0. This defends against
-accidents and exit-code tricks; a program written to attack this harness from inside the same
-interpreter (walking frames to find the nonce) is out of scope, as for any in-process judge.
+The verdict (grpo/rewards/sandbox_runner.py): before any untrusted line the child forks into the
+program's process (grpo/rewards/program_server.py) and a judge that never runs a line of it
+(grpo/rewards/judge.py). The judge runs the tests; the program's names are asked of the program's
+process, which answers plain data (grpo/rewards/plain.py) or opaque handles, never objects the
+judge would compare. Tests reach the judge on an unlinked file the program's process closed before
+its first line; the judge reports on a pipe that process does not hold, each line prefixed with a
+per-run secret; anything but a clean finish within the limits scores 0. README.md, "What the code
+reward guarantees", says what this covers and what it does not.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import logging
 import math
 import os
 import secrets
+import selectors
 import shutil
 import stat
 import subprocess
@@ -45,11 +50,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from grpo.rewards.sandbox_runner import RUNNER
+from grpo.rewards.sandbox_runner import RUNNER_CODE_FILE, runner_code, runner_source
 
 log = logging.getLogger(__name__)
 
-MAX_VERDICT_BYTES = 1 << 16  # the verdict pipe is read up to this much
+MAX_VERDICT_BYTES = 1 << 20  # what the judge reports is kept up to this much
 OUTPUT_KEPT_BYTES = 2048  # how much of the program's output is kept in the result, for debugging
 NPROC_AS_OTHER_UID = 16  # processes the sandbox uid may own (only this execution uses that uid)
 NPROC_MARGIN_SAME_UID = 16  # without root: processes beyond what our uid already runs
@@ -191,7 +196,7 @@ def _kill_all(proc: subprocess.Popen, uid: int | None) -> None:
 
 # ---------------------------------------------------------------------------- one execution
 def run_program(program: str, tests: Sequence[str], limits: Limits = Limits()) -> ExecResult:
-    """Execute `program` once per test (fresh namespace each time) in an isolated child."""
+    """Execute `program` once per test (fresh namespace each time) in an isolated child; judge outside it."""
     t0 = time.perf_counter()
     tests = [str(t) for t in tests]
     try:
@@ -205,27 +210,29 @@ def run_program(program: str, tests: Sequence[str], limits: Limits = Limits()) -
     uid = _sandbox_uid() if drop else None
     workdir = tempfile.mkdtemp(prefix="grpo-exec-", dir=_temp_base(drop))
     read_fd, write_fd = os.pipe()
+    secret = secrets.token_hex(16)
     proc = None
     try:
-        nonce = secrets.token_hex(16)
-        job = {
-            "fd": write_fd,
-            "nonce": nonce,
-            "limits": _rlimits(limits, drop),
-            "program": program,
-            "tests": tests,
-            "allow_processes": limits.allow_processes,
-        }
-        _write_job(workdir, job, uid)
-        out_path = os.path.join(workdir, "output.txt")
-        proc = _start(interpreter, workdir, out_path, write_fd, uid)
-        os.close(write_fd)
-        write_fd = -1
-        timed_out = _wait(proc, limits.timeout)
-        _kill_all(proc, uid)
-        proc.wait()
-        tested, compiled, done = _read_verdicts(read_fd, nonce)
-        size, output = _read_output(out_path)
+        with tempfile.TemporaryFile() as tests_file, tempfile.TemporaryFile() as out:
+            tests_file.write(json.dumps({"secret": secret, "tests": tests}).encode())
+            tests_file.flush()
+            tests_file.seek(0)
+            job = {
+                "verdict_fd": write_fd,
+                "tests_fd": tests_file.fileno(),
+                "limits": _rlimits(limits, drop),
+                "program": program,
+                "allow_processes": limits.allow_processes,
+            }
+            _write_job(workdir, job, uid)
+            proc = _start(interpreter, workdir, out, (write_fd, tests_file.fileno()), uid)
+            os.close(write_fd)
+            write_fd = -1
+            timed_out, reported = _wait(proc, read_fd, limits.timeout)
+            _kill_all(proc, uid)
+            proc.wait()
+            tested, compiled, done = _read_verdicts(reported, secret)
+            size, output = _read_output(out)
     except OSError as exc:
         _warn_once(exc)
         if proc is not None:
@@ -233,7 +240,7 @@ def run_program(program: str, tests: Sequence[str], limits: Limits = Limits()) -
         return ExecResult(0, len(tests), "error", True, False, time.perf_counter() - t0, str(exc))
     finally:
         _close_quietly(read_fd, write_fd)
-        shutil.rmtree(workdir, ignore_errors=True)
+        _remove(workdir)
 
     passed = sum(1 for i in range(len(tests)) if tested.get(i, (False, False))[1])
     ran = any(r for r, _ in tested.values())
@@ -246,6 +253,20 @@ def run_program(program: str, tests: Sequence[str], limits: Limits = Limits()) -
     else:
         status = "ok" if compiled else "syntax_error"
     return ExecResult(passed, len(tests), status, compiled, ran, time.perf_counter() - t0, output)
+
+
+def _remove(workdir: str) -> None:
+    """Remove the working directory, even where the program locked it (chmod 000 on a directory)."""
+    shutil.rmtree(workdir, ignore_errors=True)
+    stack = [workdir] if os.path.isdir(workdir) else []
+    while stack:  # what was left: unlock every directory, then try again
+        path = stack.pop()
+        try:
+            os.chmod(path, 0o700)
+            stack += [e.path for e in os.scandir(path) if e.is_dir(follow_symlinks=False)]
+        except OSError:
+            pass
+    shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _temp_base(drop: bool) -> str:
@@ -270,48 +291,71 @@ def _rlimits(limits: Limits, drop: bool) -> dict[str, int]:
 
 
 def _write_job(workdir: str, job: dict, uid: int | None) -> None:
-    """The job file the child reads first; with a sandbox uid, the directory becomes that uid's alone."""
-    job_path = os.path.join(workdir, "job.json")
+    """The files the child reads (and deletes) first; with a sandbox uid, the directory becomes that uid's alone."""
+    job_path, code_path = os.path.join(workdir, "job.json"), os.path.join(workdir, RUNNER_CODE_FILE)
     with open(job_path, "w") as f:
         json.dump(job, f)
+    with open(code_path, "wb") as f:
+        f.write(runner_code())
     if uid is not None:
-        for path in (workdir, job_path):
+        for path in (workdir, job_path, code_path):
             os.chown(path, uid, uid)
         os.chmod(workdir, 0o700)
 
 
-def _start(interpreter: str, workdir: str, out_path: str, write_fd: int, uid: int | None) -> subprocess.Popen:
-    """The child, in its own session, with a clean environment; stdout and stderr go to `out_path`."""
+def _start(interpreter: str, workdir: str, out, fds: tuple[int, ...], uid: int | None) -> subprocess.Popen:
+    """The child, in its own session, with a clean environment; stdout and stderr go to the file `out`."""
     ids = {} if uid is None else {"user": uid, "group": uid, "extra_groups": []}
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8"}
-    with open(out_path, "wb") as out:
-        return subprocess.Popen(
-            [interpreter, "-I", "-B", "-c", RUNNER],
-            cwd=workdir,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            pass_fds=(write_fd,),
-            start_new_session=True,
-            **ids,
-        )
+    return subprocess.Popen(
+        [interpreter, "-I", "-B", "-c", runner_source()],
+        cwd=workdir,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        pass_fds=fds,
+        start_new_session=True,
+        **ids,
+    )
 
 
-def _wait(proc: subprocess.Popen, timeout: float) -> bool:
-    """Whether the child was still running after `timeout` seconds."""
+def _wait(proc: subprocess.Popen, fd: int, timeout: float) -> tuple[bool, bytes]:
+    """(whether the child was still running after `timeout` seconds, what it reported on `fd`).
+
+    The judge is the only holder of the verdict pipe's write end, so the pipe's end of file is its
+    exit: waiting on the pipe wakes up at once (Popen.wait's polling would sleep up to 50 ms), and
+    reading as it goes never lets a long report fill the pipe.
+    """
+    deadline = time.monotonic() + timeout
+    data = b""
+    os.set_blocking(fd, False)
+    with selectors.DefaultSelector() as selector:
+        selector.register(fd, selectors.EVENT_READ)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return True, data
+            if not selector.select(left):
+                continue
+            try:
+                chunk = os.read(fd, 1 << 16)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                break
+            data += chunk[: max(0, MAX_VERDICT_BYTES - len(data))]
     try:
-        proc.wait(timeout=timeout)
-        return False
+        proc.wait(timeout=max(deadline - time.monotonic(), 0.01))
+        return False, data
     except subprocess.TimeoutExpired:
-        return True
+        return True, data
 
 
-def _read_output(path: str) -> tuple[int, str]:
+def _read_output(out) -> tuple[int, str]:
     """The size of the child's output, and its first OUTPUT_KEPT_BYTES as text."""
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:
-        return size, f.read(OUTPUT_KEPT_BYTES).decode("utf-8", "replace")
+    size = os.fstat(out.fileno()).st_size
+    return size, os.pread(out.fileno(), OUTPUT_KEPT_BYTES, 0).decode("utf-8", "replace")
 
 
 def _warn_once(exc: OSError) -> None:
@@ -333,23 +377,13 @@ def _close_quietly(*fds: int) -> None:
                 pass
 
 
-def _read_verdicts(fd: int, nonce: str) -> tuple[dict[int, tuple[bool, bool]], bool, bool]:
-    """What the child reported on its pipe: ({test index: (ran, ok)}, compiled, done)."""
-    os.set_blocking(fd, False)  # a grandchild may still hold the write end: never wait for EOF
-    data = b""
-    while len(data) < MAX_VERDICT_BYTES:
-        try:
-            chunk = os.read(fd, 4096)
-        except BlockingIOError:
-            break
-        if not chunk:
-            break
-        data += chunk
+def _read_verdicts(data: bytes, secret: str) -> tuple[dict[int, tuple[bool, bool]], bool, bool]:
+    """What the judge reported, lines with the run's secret only: ({test: (ran, ok)}, compiled, done)."""
     tested: dict[int, tuple[bool, bool]] = {}
     compiled = done = False
     for line in data.decode("utf-8", "replace").splitlines():
         parts = line.split()
-        if len(parts) < 2 or parts[0] != nonce:
+        if len(parts) < 2 or parts[0] != secret:
             continue
         if parts[1] == "done":
             done = True
