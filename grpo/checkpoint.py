@@ -111,13 +111,18 @@ def read_state(path: str, key: str = "trainer.resume") -> dict[str, Any]:
         return json.load(f)
 
 
-def read_init_from(path: str) -> dict[str, Any]:
-    """`trainer.init_from`: the state of a complete checkpoint directory; anything else is one line."""
+def read_init_from(path: str) -> tuple[str, dict[str, Any]]:
+    """`trainer.init_from`: (the checkpoint, its state). A checkpoint directory, or a run's output
+    directory (its latest complete checkpoint); anything else is one line."""
     if not os.path.isdir(path):
         raise ConfigError(
-            "trainer.init_from", path, "no such checkpoint directory (give a checkpoints/step_N of an earlier run)"
+            "trainer.init_from",
+            path,
+            "no such checkpoint directory (give a checkpoints/step_N of an earlier run, or its run directory)",
         )
-    return read_state(path, "trainer.init_from")
+    if not os.path.isfile(os.path.join(path, STATE_FILE)):
+        path = latest_checkpoint(os.path.join(path, "checkpoints")) or path
+    return path, read_state(path, "trainer.init_from")
 
 
 def load_training(path: str) -> dict[str, Any]:

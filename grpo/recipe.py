@@ -107,11 +107,15 @@ class Recipe:
 
     def _init_from(self) -> str | None:
         """trainer.init_from, checked: weights only (a resumed run continues its own weights instead)."""
-        path = self.cfg.trainer.init_from
-        if path:
-            state = ckpt.read_init_from(path)
-            if self.cfg.lora.enabled and self.cfg.model.name_or_path is None:  # an adapter fits its own base init
-                ckpt.check_adapter_base(path, state, self.derived.model_init_seed)
+        if not self.cfg.trainer.init_from:
+            return None
+        path, state = ckpt.read_init_from(self.cfg.trainer.init_from)
+        if self.cfg.lora.enabled and self.cfg.model.name_or_path is None:  # an adapter fits its own base init
+            ckpt.check_adapter_base(path, state, self.derived.model_init_seed)
+        if self.accelerator.is_main_process:
+            log.info(
+                "weights from %s (step %s of %s), a new run from step 0", path, state["step"], state.get("run_name")
+            )
         return path
 
     def _start_tracking(self, resume_run_id: str | None) -> None:

@@ -74,6 +74,13 @@ def test_init_from_loads_the_weights_only_and_starts_a_new_run(rce_checkpoint, t
     assert not torch.equal(weights(recipe.ctx.policy)[next(iter(saved))], saved[next(iter(saved))])
 
 
+def test_a_run_directory_means_its_latest_checkpoint(rce_checkpoint, tmp_path):
+    from grpo.checkpoint import read_init_from
+
+    path, state = read_init_from(str(rce_checkpoint.parent.parent))
+    assert path == str(rce_checkpoint) and state["step"] == 6 and state["stage"] == "rce"
+
+
 def test_a_differing_seed_is_fine_for_full_weights(rce_checkpoint, tmp_path):
     recipe = recipe_for(tmp_path, f"trainer.init_from={rce_checkpoint}", "schedule.rce_steps=0", "seed=11")
     recipe.setup()  # the whole model comes from the checkpoint: its init seed does not matter
@@ -122,5 +129,5 @@ def test_a_missing_path_is_one_line(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert lines == [
         f"error: trainer.init_from='{tmp_path}/nope': no such checkpoint directory (give a "
-        "checkpoints/step_N of an earlier run)"
+        "checkpoints/step_N of an earlier run, or its run directory)"
     ]
