@@ -85,8 +85,9 @@ def git_commit() -> str:
         return "unknown"
 
 
-def train(cfg: DictConfig) -> float:
-    """Train one composed configuration; returns the value of `optimized_metric`."""
+def train(cfg: DictConfig) -> float | list[float]:
+    """Train one composed configuration; returns the value of `optimized_metric` (in a
+    multi-objective sweep, the values of the sweep's metric_names)."""
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
@@ -105,7 +106,10 @@ def train(cfg: DictConfig) -> float:
         "git_commit": git_commit(),
         "overrides": " ".join(hc.overrides.task),
     }
-    trial = TrialReporter.from_config(comp.cfg.optuna_trial)
+    trial = TrialReporter.from_env()  # an Optuna sweep's trial (grpo/sweep/trial.py); None otherwise
+    if trial is not None:  # nest under the study's parent run, tagged with study, trial, host, state
+        tags.update(trial.run_tags())
+        comp.cfg.logger.parent_run_id = comp.cfg.logger.parent_run_id or trial.parent_run_id
     recipe = Recipe(comp, run_dir=hc.runtime.output_dir, tags={k: v for k, v in tags.items() if v}, trial=trial)
     recipe.setup()
     status = "FAILED"
@@ -117,6 +121,8 @@ def train(cfg: DictConfig) -> float:
         raise
     finally:
         recipe.cleanup(status)
+    if trial is not None and trial.metric_names:  # a multi-objective study: one value per direction
+        return trial.objective(metrics)
     value = metrics.get(comp.cfg.optimized_metric)
     if value is None:
         raise ConfigError(

@@ -164,7 +164,7 @@ def test_sweep_file_selects_sweeper_sampler_and_pruner():
     assert sw.pruner._target_ == "optuna.pruners.MedianPruner"
     assert sw.pruner.n_startup_trials == 2
     assert dict(sw.params) == {"x": "interval(-4.0, 4.0)", "y": "choice(0, 1, 2, 3)"}
-    assert cfg.optuna_trial is None
+    assert "optuna_trial" not in cfg  # the trial reaches the job through GRPO_OPTUNA_TRIAL
 
 
 def test_storage_default_and_relative_sqlite_paths_become_absolute(tmp_path):

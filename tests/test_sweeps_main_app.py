@@ -84,7 +84,7 @@ def test_rce_grpo_composes_on_numgame_tiny_with_the_lever_reward():
     assert cfg.generation.max_new_tokens == 2
     assert cfg.eval.num_samples == 50 and cfg.eval.eval_every == 100
     assert cfg.trainer.threads == 1
-    assert cfg.optuna_trial is None  # filled in by the sweeper, per trial
+    assert not hasattr(cfg, "optuna_trial")  # a trial reaches its job through GRPO_OPTUNA_TRIAL
 
 
 def test_rce_grpo_sweeper_settings_and_search_space():
@@ -243,6 +243,8 @@ def test_rce_grpo_sweep_end_to_end_with_resume(tmp_path):
     )
     assert sorted(children["tags.optuna_trial"].astype(int)) == [0, 1, 2]
     assert set(children["tags.optuna_study"]) == {"rce_grpo"}
+    assert set(children["tags.optuna_state"]) <= {"COMPLETE", "PRUNED"}
+    assert not [c for c in children.columns if "optuna_trial" in c and not c.startswith("tags.")]  # no such param
     assert set(children["tags.sweep"]) == {"rce_grpo"}
     assert set(children["tags.experiment"]) == {"numgame_tiny"}
     assert children["metrics.val/accuracy"].notna().all()

@@ -16,20 +16,46 @@ from omegaconf import DictConfig
 
 log = logging.getLogger(__name__)
 
+# Samplers that hydra-optuna-sweeper offered and Optuna no longer has: name -> the message.
+REMOVED_SAMPLERS = {
+    "motpe": (
+        "hydra/sweeper/sampler=motpe: MOTPESampler was removed in Optuna 4.0; use "
+        "hydra/sweeper/sampler=tpe, whose TPESampler handles multi-objective studies "
+        "(direction: [maximize, minimize]) since Optuna 3.2"
+    ),
+}
+
+
+def removed_sampler(name: str, **_: Any) -> None:
+    """The target of a removed sampler's config (config.py): never called, only recognised."""
+    raise ValueError(REMOVED_SAMPLERS.get(name, f"sampler {name!r} was removed from Optuna"))
+
+
+def check_sampler(sampler: Any) -> None:
+    """A one-line SweepError for a sampler Optuna removed (``hydra/sweeper/sampler=motpe``)."""
+    from grpo.sweep.study import SweepError
+
+    if isinstance(sampler, functools.partial) and sampler.func is removed_sampler:
+        name = str(sampler.keywords.get("name", "?"))
+        raise SweepError(REMOVED_SAMPLERS.get(name, f"sampler {name!r} was removed from Optuna"))
+    if isinstance(sampler, (DictConfig, dict)) and str(sampler.get("_target_", "")).endswith(".removed_sampler"):
+        name = str(sampler.get("name", "?"))
+        raise SweepError(REMOVED_SAMPLERS.get(name, f"sampler {name!r} was removed from Optuna"))
+
 
 def build_sampler(
     sampler: Any, sampler_config: dict[str, Any] | None, space: Any, seed_offset: int = 0
 ) -> tuple[Any, int | None]:
-    """The sampler and, for a grid, its size. A resumed study (seed_offset = trials it
-    already has) gets seed + seed_offset, so that a seeded sampler does not draw the
-    first run's points again, and the resumed run is still reproducible."""
+    """The sampler and, for a grid, its size. A seeded sampler is made afresh with seed +
+    seed_offset: the sweep makes one per trial, offset by the trial's number, so that
+    workers and resumed runs do not draw the same points again, and stay reproducible."""
     import optuna
     from hydra.utils import instantiate
 
     from grpo.sweep import search_space as ss
 
     cfg = sampler_config
-    if seed_offset and isinstance(cfg, dict) and cfg.get("seed") is not None:
+    if isinstance(cfg, dict) and cfg.get("seed") is not None:
         sampler = instantiate({**cfg, "seed": int(cfg["seed"]) + int(seed_offset)})
     if isinstance(sampler, (DictConfig, dict)):  # hydra-core >= 1.4: not instantiated
         sampler = instantiate(sampler)

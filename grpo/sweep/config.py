@@ -4,7 +4,10 @@ Groups (the same names as hydra-optuna-sweeper, so users' files work unchanged):
 
     hydra/sweeper:          optuna
     hydra/sweeper/sampler:  tpe (default) | random | grid | cmaes | nsgaii | qmc | gp
+                            (motpe: a one-line error naming tpe, its replacement since Optuna 4.0)
     hydra/sweeper/pruner:   none (default) | median | successive_halving | hyperband
+
+(``hydra/launcher=submitit_local|submitit_slurm`` presets: launchers.py.)
 
 Registration happens when ``hydra_plugins.grpo_optuna_sweeper`` is imported, which Hydra
 does for every app at start-up; so this module imports nothing but dataclasses and Hydra's
@@ -103,6 +106,22 @@ class QMCSamplerConfig(SamplerConfig):
 
 
 @dataclass
+class MOTPESamplerConfig(SamplerConfig):
+    """hydra-optuna-sweeper's `motpe`: Optuna 4.0 removed MOTPESampler. Composes (with the old
+    fields, so old sweep files reach it), then the sweeper stops with one line naming `tpe`."""
+
+    _target_: str = "grpo.sweep.algorithms.removed_sampler"
+    _partial_: bool = True
+    name: str = "motpe"
+    consider_prior: bool | None = None
+    prior_weight: float | None = None
+    consider_magic_clip: bool | None = None
+    consider_endpoints: bool | None = None
+    n_startup_trials: int | None = None
+    n_ehvi_candidates: int | None = None
+
+
+@dataclass
 class GPSamplerConfig(SamplerConfig):
     _target_: str = "optuna.samplers.GPSampler"
     independent_sampler: Any | None = None
@@ -180,11 +199,21 @@ class OptunaSweeperConf:
     pruner: Any = None
     # resume the study named study_name if it exists in storage
     load_if_exists: bool = True
-    # on start, mark trials left RUNNING by a killed sweep as FAIL and re-queue their
-    # params; set false when several sweepers share one study at the same time
+    # heartbeats off: on start, mark trials left RUNNING by a killed sweep as FAIL and re-queue
+    # their params (one sweep process per study); with heartbeats, only stale trials are
     fail_stale_trials: bool = True
-    # SQLite busy timeout (seconds) for the sweeper and the trials' reporters
+    # SQLite busy timeout / database connect timeout (seconds), sweeper and trials alike
     storage_timeout: float = 30.0
+    # seconds between heartbeats of a running trial; null: 60 for a database server
+    # (several workers), off for SQLite (one process); 0: off
+    heartbeat_interval: int | None = None
+    # a RUNNING trial without a heartbeat for this long (s) is failed and retried; null: 2x interval
+    grace_period: int | None = None
+    # how often a trial whose worker stopped is queued again (null: no limit)
+    max_retry: int | None = 3
+    # the metric each direction optimises (multi-objective: the job returns their values,
+    # e.g. [val/accuracy, time/total]); stored in the study as Optuna's metric names
+    metric_names: list[str] | None = None
     # removed in hydra-optuna-sweeper 1.4; kept only to give a clear error
     search_space: dict[str, Any] | None = None
 
@@ -197,6 +226,7 @@ SAMPLERS: dict[str, type] = {
     "nsgaii": NSGAIISamplerConfig,
     "qmc": QMCSamplerConfig,
     "gp": GPSamplerConfig,
+    "motpe": MOTPESamplerConfig,
 }
 
 PRUNERS: dict[str, type] = {

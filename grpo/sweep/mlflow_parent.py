@@ -1,5 +1,7 @@
 """The MLflow parent run of a sweep: one per study (name = study name; reused on resume),
-under which every trial's run nests, and which gets the sweep's results at the end.
+under which every trial's run nests, and which gets the sweep's results at the end. With
+several workers on one study, the worker that created the study creates the parent run; the
+others find it in the study's user attrs; the last worker to finish closes it.
 
 mlflow (and search_space.py, which imports optuna) load inside the methods: the sweeper
 imports this module, and Hydra imports the sweeper at every start of every app.
@@ -24,6 +26,11 @@ def mlflow_key(name: str) -> str:
     return "".join(c if c.isalnum() or c in "_-./ " else "_" for c in name)
 
 
+PARENT_ATTR = "mlflow_parent_run_id"  # the study's user attr that names its parent run
+PARENT_WAIT_S = 30.0  # how long a worker waits for the study's creator to create the parent
+PARENT_CLAIM_SETTLE_S = 1.0
+
+
 class MlflowParentRun:
     """An open parent run: its client and run id."""
 
@@ -37,15 +44,18 @@ class MlflowParentRun:
         job_cfg: DictConfig | None,
         study: Any,
         *,
+        created: bool,
         study_name: str,
         sweep: str,
         storage_url: str,
         directions: list[str],
+        metric_names: list[str] | None = None,
         sampler_config: dict[str, Any] | None,
         pruner_config: dict[str, Any] | None,
     ) -> MlflowParentRun | None:
-        """Open (or, on resume, reopen) the parent run when the job config logs to MLflow;
-        None otherwise. The run id is kept in the study's user attrs."""
+        """Open (or reopen) the study's parent run when the job config logs to MLflow; None
+        otherwise. One per study, whatever the number of workers: the worker that created the
+        study creates it and names it in the study's user attrs; the others find it there."""
         if job_cfg is None or OmegaConf.select(job_cfg, "logger.backend") != "mlflow":
             return None
         from mlflow.tracking import MlflowClient
@@ -55,47 +65,59 @@ class MlflowParentRun:
         uri = OmegaConf.select(job_cfg, "logger.tracking_uri")
         experiment = OmegaConf.select(job_cfg, "logger.experiment") or "Default"
         client = MlflowClient(tracking_uri=uri)
-        exp_id = experiment_id(client, uri, experiment)
+        exp_id = _experiment_id(client, uri, experiment, experiment_id)
 
-        run_id = _reusable_run_id(client, study.user_attrs.get("mlflow_parent_run_id"), exp_id)
-        if run_id:
-            client.update_run(run_id, status="RUNNING")
-            log.info("MLflow: resuming parent run %s of study '%s'", run_id, study_name)
-        else:
+        def create() -> str:
             tags = {
                 "study_name": study_name,
                 "sweep": sweep,
                 "optuna_storage": mask_url(storage_url),
                 "optuna_directions": ",".join(directions),
             }
+            if metric_names:
+                tags["optuna_metric_names"] = ",".join(metric_names)
             if sampler_config:
                 tags["optuna_sampler"] = str(sampler_config.get("_target_"))
             if pruner_config:
                 tags["optuna_pruner"] = str(pruner_config.get("_target_"))
             run_id = client.create_run(exp_id, run_name=study_name, tags=tags).info.run_id
-            study.set_user_attr("mlflow_parent_run_id", run_id)
             log.info("MLflow: parent run %s for study '%s' (experiment '%s')", run_id, study_name, experiment)
+            return run_id
+
+        run_id = _reusable_run_id(client, study.user_attrs.get(PARENT_ATTR), exp_id)
+        if run_id:
+            client.update_run(run_id, status="RUNNING")
+            log.info("MLflow: parent run %s of study '%s'", run_id, study_name)
+        elif created:
+            run_id = create()
+            study.set_user_attr(PARENT_ATTR, run_id)
+        else:
+            run_id = _wait_or_claim(study, lambda rid: _reusable_run_id(client, rid, exp_id), create)
         return cls(client, run_id)
 
-    def job_overrides(self, study_name: str, number: int) -> list[str]:
-        """What a trial's job needs to nest its run under this one and tag it."""
-        from grpo.sweep.search_space import format_value
-
-        return [
-            f"++logger.parent_run_id={format_value(str(self.run_id))}",
-            f"++logger.tags.optuna_study={format_value(str(study_name))}",
-            f"++logger.tags.optuna_trial={format_value(str(number))}",
-        ]
+    def tag_child(self, run_id: str | None, state: str) -> None:
+        """Say how a trial ended on its run (``optuna_state``); best effort."""
+        if not run_id:
+            return
+        try:
+            self.client.set_tag(run_id, "optuna_state", state)
+        except Exception as e:  # noqa: BLE001 - the tracking server may be gone; the study has it
+            log.warning("MLflow: could not tag run %s with optuna_state=%s: %s", run_id, state, e)
 
     def kill_child(self, run_id: str) -> None:
         """End a trial's run that its killed job could not close."""
-        self.client.set_terminated(run_id, status="KILLED")
+        self.tag_child(run_id, "FAIL")
+        try:
+            self.client.set_terminated(run_id, status="KILLED")
+        except Exception as e:  # noqa: BLE001
+            log.warning("MLflow: could not close run %s: %s", run_id, e)
 
     def log_results(self, study: Any, results: dict[str, Any], rerun_command: str | None, status: str) -> None:
-        """Trial counts, best value, params and command; then end the run with `status`."""
+        """Trial counts, best value, params and command; the run ends (with `status`) once no
+        trial of the study is left running or queued: the last worker closes it."""
         client, run_id = self.client, self.run_id
+        counts = count_trials(study)
         try:
-            counts = count_trials(study)
             for k in ("complete", "pruned", "failed"):
                 client.log_metric(run_id, f"n_{k}", counts[k])
             best = results.get("best_trial")
@@ -104,10 +126,60 @@ class MlflowParentRun:
                 client.set_tag(run_id, "best_trial", str(best))
                 for k, v in (results.get("best_params") or {}).items():
                     client.set_tag(run_id, f"best_params.{mlflow_key(k)}", str(v))
+            if "solutions" in results:
+                client.set_tag(run_id, "pareto_trials", ",".join(str(s["number"]) for s in results["solutions"]))
             if rerun_command:
                 client.set_tag(run_id, "best_command", rerun_command[:5000])
         finally:
-            client.set_terminated(run_id, status=status)
+            if counts["running"] == 0 and counts["waiting"] == 0:
+                client.set_terminated(run_id, status=status)
+
+
+def _experiment_id(client: Any, uri: str, name: str, get_or_create: Any) -> str:
+    """The experiment's id; when another worker created it between our look and our create
+    (RESOURCE_ALREADY_EXISTS), theirs."""
+    try:
+        return get_or_create(client, uri, name)
+    except Exception:
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
+
+
+def _wait_or_claim(study: Any, reusable: Any, create: Any) -> str:
+    """The parent of a study this worker did not create: wait for the creator to name it; if
+    none appears (the study was made before MLflow was on, or its creator died), claim the
+    job: every claimant writes its token, and after a pause the last one written creates it."""
+    import time
+    import uuid
+
+    deadline = time.monotonic() + PARENT_WAIT_S
+    while time.monotonic() < deadline:
+        run_id = reusable(_fresh_attrs(study).get(PARENT_ATTR))
+        if run_id:
+            return run_id
+        time.sleep(0.5)
+    token = uuid.uuid4().hex
+    study.set_user_attr("mlflow_parent_claim", token)
+    time.sleep(PARENT_CLAIM_SETTLE_S)
+    if _fresh_attrs(study).get("mlflow_parent_claim") == token:
+        run_id = create()
+        study.set_user_attr(PARENT_ATTR, run_id)
+        return run_id
+    deadline = time.monotonic() + PARENT_WAIT_S
+    while time.monotonic() < deadline:  # another worker's claim won: it is creating the parent now
+        run_id = reusable(_fresh_attrs(study).get(PARENT_ATTR))
+        if run_id:
+            return run_id
+        time.sleep(0.5)
+    log.warning("MLflow: no parent run appeared for this study; creating one for this worker")
+    return create()
+
+
+def _fresh_attrs(study: Any) -> dict[str, Any]:
+    """The study's user attrs as stored now (another worker may have just set one)."""
+    return study._storage.get_study_user_attrs(study._study_id)
 
 
 def _reusable_run_id(client: Any, run_id: str | None, exp_id: str) -> str | None:

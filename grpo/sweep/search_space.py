@@ -63,6 +63,7 @@ __all__ = [
     "grid_size",
     "parse_search_space",
     "params_to_overrides",
+    "suggest_all",
 ]
 
 
@@ -281,3 +282,17 @@ def grid_size(distributions: Mapping[str, BaseDistribution]) -> int:
     for k, d in distributions.items():
         n *= len(grid_choices(d, k))
     return n
+
+
+def suggest_all(trial: Any, distributions: Mapping[str, BaseDistribution]) -> None:
+    """Suggest every distribution on `trial` (what ``study.ask(fixed_distributions)`` does,
+    through the public API), with whatever sampler the study holds now."""
+    for name, d in distributions.items():
+        if isinstance(d, FloatDistribution):
+            trial.suggest_float(name, d.low, d.high, step=d.step, log=d.log)
+        elif isinstance(d, IntDistribution):
+            trial.suggest_int(name, d.low, d.high, step=d.step, log=d.log)
+        elif isinstance(d, CategoricalDistribution):
+            trial.suggest_categorical(name, d.choices)
+        else:  # pragma: no cover - parse_search_space makes only these three
+            raise TypeError(f"{name}: unsupported distribution {d!r}")

@@ -17,7 +17,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.errors import CompactHydraException
 from omegaconf import ListConfig, OmegaConf
 
-from grpo.sweep.storage import make_storage, mask_url, retry_on_lock
+from grpo.sweep.storage import CREATION_RACE, mask_url, retry_on_lock
 
 log = logging.getLogger(__name__)
 
@@ -48,61 +48,102 @@ def parse_directions(direction: Any) -> list[str]:
 
 def open_study(
     study_name: str,
-    storage_url: str,
+    storage: Any,
     *,
-    storage_timeout: float,
+    storage_url: str,
     sampler: Any,
     pruner: Any,
     directions: list[str],
     load_if_exists: bool,
-) -> Any:
-    """Create the study, or load it when it exists and `load_if_exists`; a clear SweepError
-    when it exists and may not be resumed, or was made for other directions."""
+    metric_names: list[str] | None = None,
+) -> tuple[Any, bool]:
+    """(the study, whether this process created it). Created, or loaded when it exists and
+    `load_if_exists`; a clear SweepError when it exists and may not be resumed, or was made for
+    other directions. Several workers starting at once on an empty database race to create
+    it: the losers load the winner's study."""
     import optuna
 
-    storage = make_storage(storage_url, timeout=storage_timeout)
-    try:
-        study = retry_on_lock(
-            lambda: optuna.create_study(
-                study_name=study_name,
-                storage=storage,
-                sampler=sampler,
-                pruner=pruner,
-                directions=directions,
-                load_if_exists=load_if_exists,
+    def create() -> Any:
+        try:
+            return optuna.create_study(
+                study_name=study_name, storage=storage, sampler=sampler, pruner=pruner, directions=directions
             )
-        )
-    except optuna.exceptions.DuplicatedStudyError as e:
-        raise SweepError(
-            f"Study '{study_name}' already exists in {mask_url(storage_url)}; set "
-            "hydra.sweeper.load_if_exists=true to resume it, or pick another study_name"
-        ) from e
+        except optuna.exceptions.DuplicatedStudyError as e:
+            return e  # not a race to retry: the study is there
+
+    def load() -> Any:
+        return optuna.load_study(study_name=study_name, storage=storage, sampler=sampler, pruner=pruner)
+
+    study = retry_on_lock(create, also=CREATION_RACE)
+    created = not isinstance(study, optuna.exceptions.DuplicatedStudyError)
+    if not created:
+        if not load_if_exists:
+            raise SweepError(
+                f"Study '{study_name}' already exists in {mask_url(storage_url)}; set "
+                "hydra.sweeper.load_if_exists=true to resume it, or pick another study_name"
+            ) from study
+        study = retry_on_lock(load)
     have = [d.name.lower() for d in study.directions]
     if have != directions:
         raise SweepError(
-            f"Study '{study_name}' in {mask_url(storage_url)} has directions {have}, "
-            f"the sweep asks for {directions}: use another study_name"
+            f"Study '{study_name}' in {mask_url(storage_url)} was created with direction {have}, "
+            f"the sweep asks for {directions}: use another hydra.sweeper.study_name"
         )
-    return study
+    if metric_names and created:
+        retry_on_lock(lambda: study.set_metric_names(list(metric_names)))
+    return study, created
+
+
+def retried_numbers(trials: list[Any]) -> set[int]:
+    """Numbers of the trials that were queued again (their retry carries ``retry_of``)."""
+    return {int(t.user_attrs["retry_of"]) for t in trials if t.user_attrs.get("retry_of") is not None}
+
+
+def not_counted(trial: Any, retried: set[int]) -> bool:
+    """A FAIL that is not the trial's own outcome: interrupted (its worker stopped) and queued
+    again, or surplus (asked in a race for the last slot; never run)."""
+    return bool(trial.user_attrs.get("interrupted") or trial.user_attrs.get("surplus") or trial.number in retried)
 
 
 def count_trials(study: Any) -> dict[str, int]:
-    """Trials by outcome; ``finished`` (COMPLETE + PRUNED + FAIL) leaves out interrupted ones,
-    which are run again and so must not count towards n_trials."""
+    """Trials by outcome; ``finished`` (COMPLETE + PRUNED + FAIL) leaves out interrupted and
+    surplus ones, which must not count towards n_trials. ``running`` counts RUNNING trials
+    (of every worker), ``waiting`` the queued ones (retries, enqueued params)."""
     from optuna.trial import TrialState
 
-    c = {"complete": 0, "pruned": 0, "failed": 0, "interrupted": 0, "running": 0}
-    for t in study.get_trials(deepcopy=False):
+    trials = study.get_trials(deepcopy=False)
+    retried = retried_numbers(trials)
+    c = {"complete": 0, "pruned": 0, "failed": 0, "interrupted": 0, "running": 0, "waiting": 0}
+    for t in trials:
         if t.state == TrialState.COMPLETE:
             c["complete"] += 1
         elif t.state == TrialState.PRUNED:
             c["pruned"] += 1
         elif t.state == TrialState.FAIL:
-            c["interrupted" if t.user_attrs.get("interrupted") else "failed"] += 1
+            c["interrupted" if not_counted(t, retried) else "failed"] += 1
         elif t.state == TrialState.RUNNING:
             c["running"] += 1
+        elif t.state == TrialState.WAITING:
+            c["waiting"] += 1
     c["finished"] = c["complete"] + c["pruned"] + c["failed"]
     return c
+
+
+def is_surplus(study: Any, number: int, target: int) -> bool:
+    """Whether trial `number` (just asked) lost a race for the last of `target` slots: the
+    trials before it that count (finished or RUNNING) already fill them. Workers that ask at
+    the same moment agree, because they order the trials by number."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    retried = retried_numbers(trials)
+    before = 0
+    for t in trials:
+        if t.number >= number:
+            continue
+        if t.state == TrialState.RUNNING or (t.state.is_finished() and not not_counted(t, retried)):
+            before += 1
+    return before >= target
 
 
 def tell(study: Any, trial: Any, **kwargs: Any) -> None:
@@ -155,8 +196,66 @@ def abandon_trial(
         log.warning("Could not mark trial %d as interrupted: %s", number, e)
 
 
+def fail_surplus_trial(study: Any, trial: Any) -> None:
+    """End a trial that lost the race for the study's last slot before it ran (not counted)."""
+    from optuna.trial import TrialState
+
+    retry_on_lock(lambda: trial.set_user_attr("surplus", True))
+    why = "asked at the same moment as another worker's trial for the study's last slot; not run"
+    retry_on_lock(lambda: trial.set_user_attr("fail_reason", why))
+    tell(study, trial, state=TrialState.FAIL)
+    log.info("Trial %d not run: the study's n_trials slots are taken by other workers", trial.number)
+
+
+# User attrs that belong to one run of a trial, not to its params: a retry starts without them.
+_RUN_ATTRS = ("mlflow_run_id", "output_dir", "worker", "fail_reason", "traceback", "interrupted", "prune_reason")
+
+
+class RetryStaleTrial:
+    """Optuna's heartbeat-stale callback: a RUNNING trial whose worker stopped beating (killed,
+    preempted, lost) has been failed by Optuna; its MLflow run is closed and Optuna's
+    RetryHeartbeatStaleTrialCallback queues its params again (at most `max_retry` times; None:
+    always) as a trial with ``retry_of`` and ``retry_reason``. A retried trial does not count
+    towards n_trials. The first worker that looks after the grace period does this; any
+    worker then runs the retry."""
+
+    def __init__(self, max_retry: int | None, grace_period: int) -> None:
+        self.max_retry = max_retry
+        self.grace_period = grace_period
+        self.close_run: Callable[[str], None] | None = None  # set once the MLflow parent is open
+
+    def __call__(self, study: Any, frozen: Any) -> None:
+        import copy
+
+        from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+        # Optuna has already set the trial FAIL (it can no longer be annotated): the reason
+        # goes on its retry, whose ``retry_of`` also keeps the failed one from counting.
+        worker = frozen.user_attrs.get("worker", "its worker")
+        why = f"no heartbeat for {self.grace_period}s: {worker} stopped (killed, preempted or lost)"
+        run_id = frozen.user_attrs.get("mlflow_run_id")
+        if run_id and self.close_run is not None:
+            self.close_run(run_id)
+        retry = copy.deepcopy(frozen)
+        retry.user_attrs = {
+            **{k: v for k, v in frozen.user_attrs.items() if k not in _RUN_ATTRS and k != "retry_reason"},
+            "retry_of": frozen.number,
+            "retry_reason": why,
+        }
+        n_before = len(study.get_trials(deepcopy=False))
+        RetryHeartbeatStaleTrialCallback(max_retry=self.max_retry)(study, retry)
+        queued = len(study.get_trials(deepcopy=False)) > n_before
+        log.warning(
+            "Trial %d marked FAIL (%s); %s",
+            frozen.number,
+            why,
+            "its params are queued again" if queued else f"not retried (max_retry={self.max_retry} reached)",
+        )
+
+
 def fail_stale_trials(study: Any, close_run: Callable[[str], None] | None = None) -> None:
-    """Abandon the trials an earlier sweep process left RUNNING when it stopped."""
+    """Abandon the trials an earlier sweep process left RUNNING when it stopped (heartbeats off:
+    one sweep process per study)."""
     from optuna.trial import TrialState
 
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):

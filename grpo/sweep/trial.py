@@ -1,23 +1,21 @@
 """The in-job handle on an Optuna trial: report intermediate values and ask the pruner.
 
-The sweeper runs each trial as a Hydra job (possibly in another process or machine) and
-tells it which trial it is through overrides under the top-level key ``optuna_trial``::
+The sweeper runs each trial as a Hydra job (possibly in another process or machine). The job's
+overrides are exactly its search values plus the user's own, so that `.hydra/overrides.yaml`
+re-runs the trial as it ran; the trial's identity reaches the job through the environment
+variable ``GRPO_OPTUNA_TRIAL`` instead, set for the job's duration (by the sweeper's task
+wrapper, worker.TrialTask, in whatever process the launcher runs the job). It holds JSON::
 
-    ++optuna_trial.study_name=<study name>
-    ++optuna_trial.storage=<RDB URL, absolute; e.g. sqlite:////abs/outputs/optuna.db>
-    ++optuna_trial.number=<trial number>
-    ++optuna_trial.direction=minimize            # or [minimize,maximize]
-    ++optuna_trial.pruner={_target_:optuna.pruners.MedianPruner,n_startup_trials:5,...}
-    ++optuna_trial.storage_timeout=<s>           # only when not the default 30
+    {"study_name": "rce_grpo", "storage": "postgresql+psycopg://optuna@db/optuna",
+     "number": 7, "direction": "maximize", "pruner": {"_target_": "optuna.pruners.MedianPruner", ...},
+     "metric_names": ["val/accuracy", "time/total"],        # multi-objective: what to return
+     "parent_run_id": "<MLflow run id of the study>", "tags": {"optuna_study": "rce_grpo", ...}}
 
-(values are quoted where the override grammar needs it; ``pruner`` is absent when the sweep
-has no pruner). So the job's config must accept a top-level ``optuna_trial`` (null by
-default, any mapping when set).
+The storage URL never carries a password: the job's process inherits it from the worker's
+environment (storage.py). Optuna does not store the pruner in the study, which is why its
+config travels with the trial. In the job::
 
-Optuna does not store the pruner in the study, which is why its config travels with the
-trial. In the job::
-
-    reporter = TrialReporter.from_config(cfg.get("optuna_trial"))   # None outside a sweep
+    reporter = TrialReporter.from_env()       # None outside a sweep
     for step in ...:
         metric = evaluate()
         if reporter is not None:
@@ -27,14 +25,19 @@ trial. In the job::
     return metric                          # the objective the sweeper tells the study
 
 The sweeper records a job that raised ``optuna.TrialPruned`` as PRUNED (value: the last
-reported intermediate value), not as failed.
+reported intermediate value), not as failed. ``reporter.run_tags()`` are the tags of the
+trial's MLflow run (study, trial number, the host the trial ran on, its state) and
+``reporter.parent_run_id`` the study's parent run to nest it under.
 
 Optuna is imported lazily, so importing this module is cheap.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import socket
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
@@ -42,8 +45,13 @@ from grpo.sweep.storage import DEFAULT_STORAGE_TIMEOUT, make_storage, mask_url, 
 
 log = logging.getLogger(__name__)
 
-# The top-level config key of the protocol above; the sweeper writes it, from_config reads it.
-PROTOCOL_KEY = "optuna_trial"
+# The environment variable of the protocol above; worker.TrialTask sets it, from_env reads it.
+PROTOCOL_ENV = "GRPO_OPTUNA_TRIAL"
+
+
+def encode_context(context: Mapping[str, Any]) -> str:
+    """The JSON of PROTOCOL_ENV; `$` escaped, so that no config layer reads an interpolation."""
+    return json.dumps(dict(context), sort_keys=True).replace("$", "\\u0024")
 
 
 class TrialReporter:
@@ -58,6 +66,9 @@ class TrialReporter:
         pruner: Mapping[str, Any] | None = None,
         direction: Any = None,
         storage_timeout: float = DEFAULT_STORAGE_TIMEOUT,
+        metric_names: list[str] | None = None,
+        parent_run_id: str | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> None:
         self.study_name = study_name
         self.storage = storage
@@ -65,6 +76,9 @@ class TrialReporter:
         self.pruner_config = dict(pruner) if pruner else None
         self.direction = direction
         self.storage_timeout = float(storage_timeout)
+        self.metric_names = [str(m) for m in metric_names] if metric_names else None
+        self.parent_run_id = parent_run_id
+        self.tags = {str(k): str(v) for k, v in (tags or {}).items()}
         self._study: Any = None
         self._trial: Any = None
         self._multi_objective = False
@@ -72,36 +86,76 @@ class TrialReporter:
         self._warned = False
 
     @classmethod
-    def from_config(cls, optuna_trial_cfg: Any) -> TrialReporter | None:
-        """Build from the job's ``optuna_trial`` node; None when it is null, empty or absent
-        (the job is not part of an Optuna sweep)."""
-        if optuna_trial_cfg is None:
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> TrialReporter | None:
+        """The trial this job runs, from ``GRPO_OPTUNA_TRIAL``; None outside an Optuna sweep."""
+        text = (os.environ if environ is None else environ).get(PROTOCOL_ENV)
+        if not text:
+            return None
+        try:
+            context = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{PROTOCOL_ENV} is not the JSON the Optuna sweeper writes: {e}") from e
+        return cls.from_config(context)
+
+    @classmethod
+    def from_config(cls, context: Any) -> TrialReporter | None:
+        """Build from a mapping with the keys of the protocol (see the module docstring); None
+        when it is null or empty (the job is not part of an Optuna sweep)."""
+        if context is None:
             return None
         try:
             from omegaconf import DictConfig, OmegaConf
 
-            if isinstance(optuna_trial_cfg, DictConfig):
-                optuna_trial_cfg = OmegaConf.to_container(optuna_trial_cfg, resolve=True)
+            if isinstance(context, DictConfig):
+                context = OmegaConf.to_container(context, resolve=True)
         except ImportError:  # pragma: no cover
             pass
-        if not optuna_trial_cfg:
+        if not context:
             return None
-        if not isinstance(optuna_trial_cfg, Mapping):
-            raise TypeError(f"{PROTOCOL_KEY} must be a mapping, got {optuna_trial_cfg!r}")
-        missing = [k for k in ("study_name", "storage", "number") if optuna_trial_cfg.get(k) is None]
+        if not isinstance(context, Mapping):
+            raise TypeError(f"{PROTOCOL_ENV} must hold a mapping, got {context!r}")
+        missing = [k for k in ("study_name", "storage", "number") if context.get(k) is None]
         if missing:
             raise ValueError(
-                f"{PROTOCOL_KEY} is set but lacks {', '.join(missing)}: it is filled in by the "
+                f"{PROTOCOL_ENV} is set but lacks {', '.join(missing)}: it is filled in by the "
                 "Optuna sweeper (hydra/sweeper=optuna), not by hand"
             )
         return cls(
-            study_name=str(optuna_trial_cfg["study_name"]),
-            storage=str(optuna_trial_cfg["storage"]),
-            number=int(optuna_trial_cfg["number"]),
-            pruner=optuna_trial_cfg.get("pruner"),
-            direction=optuna_trial_cfg.get("direction"),
-            storage_timeout=float(optuna_trial_cfg.get("storage_timeout") or DEFAULT_STORAGE_TIMEOUT),
+            study_name=str(context["study_name"]),
+            storage=str(context["storage"]),
+            number=int(context["number"]),
+            pruner=context.get("pruner"),
+            direction=context.get("direction"),
+            storage_timeout=float(context.get("storage_timeout") or DEFAULT_STORAGE_TIMEOUT),
+            metric_names=context.get("metric_names"),
+            parent_run_id=context.get("parent_run_id"),
+            tags=context.get("tags"),
         )
+
+    # -- what the job's tracking and return value need
+    def run_tags(self) -> dict[str, str]:
+        """Tags of the trial's MLflow run: study, trial number, the host it runs on, its state
+        (RUNNING until the sweeper sets how it ended)."""
+        return {
+            **self.tags,
+            "optuna_study": self.study_name,
+            "optuna_trial": str(self.number),
+            "optuna_worker": socket.gethostname(),
+            "optuna_state": "RUNNING",
+        }
+
+    def objective(self, metrics: Mapping[str, float]) -> list[float] | None:
+        """The values of ``metric_names`` (a multi-objective study's objectives, in order), or
+        None when the study names none (then the job returns its one objective itself)."""
+        if not self.metric_names:
+            return None
+        missing = [m for m in self.metric_names if m not in metrics]
+        if missing:
+            raise KeyError(
+                f"hydra.sweeper.metric_names: {', '.join(missing)} not among the final metrics "
+                f"({', '.join(sorted(metrics))})"
+            )
+        return [float(metrics[m]) for m in self.metric_names]
 
     # -- lazy connection
     def _make_pruner(self) -> Any:

@@ -9,6 +9,7 @@ values through the trial handle, so pruning can be exercised, and can be made to
     return_none=true     return None                        (failed trials)
     two_objectives=true  return [objective, x^2]            (multi-objective)
     sleep=S              sleep S seconds per step           (kill/resume)
+    slow_trial=N         trial N sleeps slow_sleep s per step instead (a slow trial among fast ones)
 
     python tests/sweep_app/app.py -m +sweep=quadratic
 """
@@ -44,8 +45,9 @@ def train(cfg: DictConfig, reporter: TrialReporter | None) -> Any:
     if _above(x, cfg.raise_if_x_above):
         raise ValueError(f"x={x} is above raise_if_x_above={cfg.raise_if_x_above}")
     value = objective(x, y)
+    slow = reporter is not None and cfg.slow_trial is not None and reporter.number == int(cfg.slow_trial)
     for step in range(int(cfg.steps)):
-        time.sleep(float(cfg.sleep))
+        time.sleep(float(cfg.slow_sleep if slow else cfg.sleep))
         # converges to the objective from above; "bad" trials report far worse values
         intermediate = value + (cfg.steps - step) / cfg.steps
         if _above(x, cfg.bad_if_x_above):
@@ -65,7 +67,7 @@ def train(cfg: DictConfig, reporter: TrialReporter | None) -> Any:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> Any:
-    reporter = TrialReporter.from_config(cfg.get("optuna_trial"))
+    reporter = TrialReporter.from_env()  # None outside an Optuna sweep
     if cfg.logger.backend != "mlflow":
         return train(cfg, reporter)
 
@@ -74,7 +76,11 @@ def main(cfg: DictConfig) -> Any:
     mlflow.set_tracking_uri(cfg.logger.tracking_uri)
     mlflow.set_experiment(cfg.logger.experiment)
     tags = {str(k): str(v) for k, v in (cfg.logger.tags or {}).items()}
-    with mlflow.start_run(parent_run_id=cfg.logger.parent_run_id, tags=tags) as run:
+    parent = cfg.logger.parent_run_id
+    if reporter is not None:  # the study's parent run and the trial's tags
+        tags.update(reporter.run_tags())
+        parent = parent or reporter.parent_run_id
+    with mlflow.start_run(parent_run_id=parent, tags=tags) as run:
         if reporter is not None:
             reporter.set_user_attr("mlflow_run_id", run.info.run_id)
         mlflow.log_params({"x": cfg.x, "y": cfg.y})
