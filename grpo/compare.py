@@ -22,6 +22,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from grpo.analysis.pareto import StudySelection
 from grpo.analysis.repeats import has_repeats, summary_table
 from grpo.analysis.run_plots import DEFAULT_CURVES, curve_plots, scatter_plots
 from grpo.analysis.run_table import (
@@ -65,7 +66,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "of the RCE stage), NAME:gain (final minus :rce: what GRPO added). Runs that differ only in their seeds "
         "are also summarised as mean ± sd (min–max) and drawn as a band. "
         "examples: python -m grpo.compare --last 5 --plot;  "
-        "python -m grpo.compare --parent <sweep run id> --sort val/accuracy:best",
+        "python -m grpo.compare --parent <sweep run id> --sort val/accuracy:best;  "
+        "python -m grpo.compare --study rce_grpo --tracking-uri http://mlflow:5000 --plot",
     )
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the composed logger.tracking_uri)")
     p.add_argument(
@@ -76,6 +78,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"experiment name(s) (default: {DEFAULT_EXPERIMENT})",
     )
     p.add_argument("--parent", metavar="RUN_ID", help="the child runs of a sweep's parent run")
+    p.add_argument(
+        "--study",
+        metavar="NAME",
+        help="the trials of an Optuna study (its parent run's children, every worker's); a multi-objective "
+        "study adds its Pareto front (a column, and pareto_NAME.png with --plot)",
+    )
     p.add_argument(
         "--tag", action="append", default=[], metavar="KEY=VALUE", help="only runs with this tag (repeatable)"
     )
@@ -103,8 +111,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--curves", nargs="+", metavar="METRIC", help=f"metrics to plot by step (default: {' '.join(DEFAULT_CURVES)})"
     )
     args = p.parse_args(argv)
-    if args.runs and (args.parent or args.tag or args.last is not None):
-        p.error("--runs names the runs itself: drop --parent/--tag/--last")
+    if args.runs and (args.parent or args.study or args.tag or args.last is not None):
+        p.error("--runs names the runs itself: drop --parent/--study/--tag/--last")
+    if args.study and args.parent:
+        p.error("--study finds the study's parent run itself: drop --parent")
     if any("=" not in t for t in args.tag):
         p.error("--tag takes KEY=VALUE")
     if args.last is not None and args.last < 1:
@@ -115,21 +125,27 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def compare(args: argparse.Namespace) -> tuple[list[Table], list[Path]]:
     """The tables to print (the runs; the seed summary after it, or alone with --summary) and the PNGs written."""
     store = open_store(args.tracking_uri or default_tracking_uri())
+    study = StudySelection.find(store, args.study) if args.study else None
+    parent = study.parent_id if study else args.parent
     runs = select_runs(
         store,
         run_ids=args.runs or (),
-        parent=args.parent,
+        parent=parent,
         experiments=args.experiment,
         tags=args.tag,
-        limit=args.last if args.last is not None else (None if args.parent else DEFAULT_LAST),
+        limit=args.last if args.last is not None else (None if parent else DEFAULT_LAST),
     )
     specs, sort = choose_metrics(runs, args.metrics, args.sort)
+    if study is not None:
+        specs, sort, args.ascending = study.columns(specs, sort, args.sort is not None, args.ascending)
     keys = differing_params(runs)
     rows = sort_rows(build_rows(store, runs, keys, specs), sort, args.ascending)
     extra = {DATA_COLUMN: data_column(runs)} if data_column(runs) else {}
     if args.checkpoints:
         extra.update(checkpoint_columns(runs))
     table = runs_table(rows, keys, specs, sort, args.ascending, equal_param_count(runs, keys), extra)
+    if study is not None:
+        study.annotate(table, rows)
     written: list[Path] = []
     if args.plot is not None:
         if args.curves:
@@ -138,6 +154,8 @@ def compare(args: argparse.Namespace) -> tuple[list[Table], list[Path]]:
         subtitle = experiment_names(store, runs)
         written = curve_plots(store, rows, keys, args.curves or DEFAULT_CURVES, outdir, subtitle)
         written += scatter_plots(store, rows, outdir)
+        if study is not None:
+            written += study.plots(rows, outdir)
     if args.summary:
         return [summary_table(rows, specs, sort, args.ascending)], written
     if has_repeats(rows) and args.format in ("table", "markdown"):  # csv/json: one table per output

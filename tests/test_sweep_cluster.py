@@ -392,6 +392,50 @@ def test_motpe_names_its_replacement_in_one_line(tmp_path):
     assert "MOTPESampler was removed in Optuna 4.0" in line and "hydra/sweeper/sampler=tpe" in line
 
 
+# --------------------------------------------------------------------------- multi-objective
+@pytest.mark.slow
+def test_compare_study_shows_the_pareto_front(tmp_path):
+    """Two objectives (the quadratic, minimised, and x^2, minimised): grpo.compare --study marks
+    Optuna's Pareto-optimal trials and draws them."""
+    import json
+
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    proc = run_app(
+        tmp_path,
+        storage,
+        {},
+        "two_objectives=true",
+        "hydra.sweeper.direction=[minimize,minimize]",
+        "hydra.sweeper.metric_names=[objective,x_squared]",
+        "hydra.sweeper.n_trials=8",
+        "steps=1",
+        "logger.backend=mlflow",
+        f"logger.tracking_uri={uri}",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    study = optuna.load_study(study_name="app-quadratic", storage=storage)
+    assert study.metric_names == ["objective", "x_squared"]
+    best = sorted(t.number for t in study.best_trials)
+
+    plots = tmp_path / "plots"
+    cmd = [sys.executable, "-m", "grpo.compare", "--study", "app-quadratic", "--tracking-uri", uri]
+    out = subprocess.run(
+        [*cmd, "--format", "json", "--plot", str(plots)], cwd=ROOT, env=child_env(), capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    starred = [r["id"] for r in json.loads(out.stdout) if r["pareto"] == "★"]
+    assert sorted(int(client.get_run(i).data.tags["optuna_trial"]) for i in starred) == best
+    assert (plots / "pareto_app-quadratic.png").stat().st_size > 10_000
+    text = subprocess.run(cmd, cwd=ROOT, env=child_env(COLUMNS="250"), capture_output=True, text=True).stdout
+    assert f"★ Pareto front ({len(best)} of 8 trials)" in text
+
+
 # --------------------------------------------------------------------------- launchers
 def test_launcher_presets_requeue_on_preemption():
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="the `cluster` extra")

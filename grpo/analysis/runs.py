@@ -149,6 +149,26 @@ def select_runs(
     return runs
 
 
+def study_parent(store: Store, study: str):
+    """The MLflow parent run of the Optuna study `study` (the sweeper names it after the study
+    and tags it ``study_name``), across all experiments."""
+    ids = [e.experiment_id for e in store.client.search_experiments()]
+    found = store.client.search_runs(ids, filter_string=f"tags.study_name = '{study}'", max_results=50) if ids else []
+    parents = [r for r in found if PARENT_TAG not in r.data.tags]
+    if not parents:
+        names = sorted(
+            {r.data.tags["study_name"] for r in store.client.search_runs(ids, "tags.study_name != ''")}
+            if ids
+            else set()
+        )
+        known = f" (studies tracked there: {', '.join(names)})" if names else ""
+        raise CompareError(f"no parent run of study {study!r} in {store.uri}{known}")
+    if len(parents) > 1:
+        listed = ", ".join(f"{p.info.run_id[:8]} (experiment {p.info.experiment_id})" for p in parents)
+        raise CompareError(f"study {study!r} has {len(parents)} parent runs in {store.uri}: {listed}; use --parent ID")
+    return parents[0]
+
+
 def no_runs_message(store: Store, parent: str | None, experiments: Sequence[str], tags: Sequence[str]) -> str:
     if not store_has_runs(store, [e.experiment_id for e in store.client.search_experiments()]):
         return f"the store {store.uri} has no runs yet (run `python -m grpo.run ...` first)"

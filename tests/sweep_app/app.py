@@ -7,7 +7,7 @@ values through the trial handle, so pruning can be exercised, and can be made to
     nan_if_x_above=T     return NaN when x > T              (failed trials)
     bad_if_x_above=T     report huge intermediate values    (pruned trials)
     return_none=true     return None                        (failed trials)
-    two_objectives=true  return [objective, x^2]            (multi-objective)
+    two_objectives=true  return [objective, x^2]            (multi-objective; logged as objective, x_squared)
     sleep=S              sleep S seconds per step           (kill/resume)
     slow_trial=N         trial N sleeps slow_sleep s per step instead (a slow trial among fast ones)
 
@@ -87,6 +87,8 @@ def main(cfg: DictConfig) -> Any:
         value = train(cfg, reporter)
         if isinstance(value, float) and not math.isnan(value):
             mlflow.log_metric("objective", value)
+        elif isinstance(value, list):  # two_objectives
+            mlflow.log_metrics({"objective": value[0], "x_squared": value[1]})
         return value
 
 
