@@ -32,6 +32,8 @@ from grpo.tracking.safe import SafeTracker
 
 log = logging.getLogger("grpo")
 ZERO_SPREAD_WARN = 0.5  # warn when more than half the groups carry no learning signal
+LOG_POINTS = 5  # a stage shorter than logger.log_every x this is still logged about this many times
+REWARD = "reward"  # one series over both stages: rce/reward, then train/reward (each kept as well)
 
 
 class StopRun(Exception):
@@ -204,8 +206,8 @@ class Recipe:
                 self.step += 1
                 metrics = rce_step(self.ctx, self.sampler.next_batch(self.cfg.rollout.batch_size), opt, sched)
                 self._guard(metrics["rce/skipped"], metrics["rce/loss"])
-                if self.step % self.cfg.logger.log_every == 0 or self.step == steps:
-                    self.tracker.log_metrics(metrics, self.step)
+                if self._log_due(steps, steps):
+                    self.tracker.log_metrics({**metrics, REWARD: metrics["rce/reward"]}, self.step)
                 bar.set_postfix(loss=f"{metrics['rce/loss']:.3f}", reward=f"{metrics['rce/reward']:.2f}")
                 bar.update()
                 if self._eval_due():
@@ -240,8 +242,8 @@ class Recipe:
                         100 * metrics["train/frac_zero_std_groups"],
                     )
                 is_last = self.step == end
-                if self.step % cfg.logger.log_every == 0 or is_last:
-                    self.tracker.log_metrics(metrics, self.step)
+                if self._log_due(steps, end):
+                    self.tracker.log_metrics({**metrics, REWARD: metrics["train/reward"]}, self.step)
                     rows = samples[: cfg.logger.log_completions]
                     if rows:
                         self.tracker.log_table(rows, f"completions/step_{self.step:06d}.json")
@@ -254,6 +256,11 @@ class Recipe:
                 self._check_early_stop(opt, sched)
         if steps == 0 and self.step == rce_steps:
             self._evaluate()
+
+    def _log_due(self, stage_steps: int, stage_end: int) -> bool:
+        """Every logger.log_every steps, or more often in a stage too short for LOG_POINTS; its last step."""
+        every = max(1, min(self.cfg.logger.log_every, stage_steps // LOG_POINTS))
+        return self.step % every == 0 or self.step == stage_end
 
     def _eval_due(self) -> bool:
         every = self.cfg.eval.eval_every

@@ -62,6 +62,22 @@ def generate_run_name(cfg: RunConfig, grpo_steps: int, rce_steps: int, tag: str 
     return "-".join(parts)
 
 
+def short_value(value: object) -> str:
+    """A searched value in a run name: 2 significant digits (0.055, 2.5e-05), ints and names as they are."""
+    if isinstance(value, float):
+        return f"{value:.2g}"
+    return str(value)[:16]
+
+
+def trial_run_name(number: int, params: dict[str, object], limit: int = 120) -> str:
+    """A sweep trial's run name: `#3 kl_beta=0.21 rce_lr=0.0025 ...`, each searched key by its last
+    part (the whole key where two share it), so trials differ in name where they differ in values."""
+    last = [k.rsplit(".", 1)[-1] for k in params]
+    parts = [f"{s if last.count(s) == 1 else k}={short_value(v)}" for (k, v), s in zip(params.items(), last)]
+    name = " ".join([f"#{number}", *parts])
+    return name if len(name) <= limit else name[: limit - 1] + "…"
+
+
 def derive(cfg: RunConfig, tag: str | None = None) -> Derived:
     steps_per_epoch = max(1, math.ceil(cfg.task.train_size / cfg.rollout.batch_size))
     s = cfg.schedule

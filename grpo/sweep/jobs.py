@@ -73,6 +73,9 @@ def job_context(
         "number": trial.number,
         "direction": directions[0] if len(directions) == 1 else directions,
     }
+    if trial.params:  # what the run's name shows, and which of them a plot puts on a log axis
+        context["params"] = dict(trial.params)
+        context["log_params"] = [k for k, d in trial.distributions.items() if getattr(d, "log", False)]
     if storage_timeout != DEFAULT_STORAGE_TIMEOUT:
         context["storage_timeout"] = storage_timeout
     if pruner_config:

@@ -126,6 +126,8 @@ class MlflowParentRun:
                 client.set_tag(run_id, "best_trial", str(best))
                 for k, v in (results.get("best_params") or {}).items():
                     client.set_tag(run_id, f"best_params.{mlflow_key(k)}", str(v))
+                self._best_as_params(results.get("best_params") or {})
+                self._link_best(study, int(best), float(results["best_value"]))
             if "solutions" in results:
                 client.set_tag(run_id, "pareto_trials", ",".join(str(s["number"]) for s in results["solutions"]))
             if rerun_command:
@@ -133,6 +135,38 @@ class MlflowParentRun:
         finally:
             if counts["running"] == 0 and counts["waiting"] == 0:
                 client.set_terminated(run_id, status=status)
+
+    def _best_as_params(self, best_params: dict[str, Any]) -> None:
+        """The best trial's params as the parent's params, keyed as in its children. MLflow params
+        cannot change: when a resumed study finds a new best, the tags (best_params.*) follow it
+        and the params keep the first."""
+        from mlflow.entities import Param
+
+        have = self.client.get_run(self.run_id).data.params
+        fresh = {mlflow_key(k): str(v) for k, v in best_params.items()}
+        changed = sorted(k for k, v in fresh.items() if k in have and have[k] != v)
+        if changed:
+            log.warning(
+                "MLflow: the parent run keeps its earlier best params for %s; tags best_params.* are current",
+                ", ".join(changed),
+            )
+        new = [Param(k, v) for k, v in fresh.items() if k not in have]
+        if new:
+            self.client.log_batch(self.run_id, params=new)
+
+    def _link_best(self, study: Any, number: int, value: float) -> None:
+        """Tag best_run_id, and a description (the UI renders it as markdown) linking the best child."""
+        child = next((t.user_attrs.get("mlflow_run_id") for t in study.trials if t.number == number), None)
+        if not child:
+            return
+        self.client.set_tag(self.run_id, "best_run_id", child)
+        experiment = self.client.get_run(self.run_id).info.experiment_id
+        try:
+            name = self.client.get_run(child).info.run_name or child[:8]
+        except Exception:  # noqa: BLE001 - the child's run may be in another store
+            name = child[:8]
+        link = f"[{name}](#/experiments/{experiment}/runs/{child})"
+        self.client.set_tag(self.run_id, "mlflow.note.content", f"Best trial: {link}, value {value:.6g}")
 
 
 def _experiment_id(client: Any, uri: str, name: str, get_or_create: Any) -> str:

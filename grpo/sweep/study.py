@@ -55,12 +55,15 @@ def open_study(
     pruner: Any,
     directions: list[str],
     load_if_exists: bool,
-    metric_names: list[str] | None = None,
+    metric_names: list[str] | str | None = None,
 ) -> tuple[Any, bool]:
     """(the study, whether this process created it). Created, or loaded when it exists and
     `load_if_exists`; a clear SweepError when it exists and may not be resumed, or was made for
     other directions. Several workers starting at once on an empty database race to create
-    it: the losers load the winner's study."""
+    it: the losers load the winner's study. `metric_names` become Optuna's metric names (the
+    dashboard's labels); one name (the app's `optimized_metric`) names a single objective only."""
+    if isinstance(metric_names, str):
+        metric_names = [metric_names] if len(directions) == 1 else None
     import optuna
 
     def create() -> Any:
@@ -89,8 +92,12 @@ def open_study(
             f"Study '{study_name}' in {mask_url(storage_url)} was created with direction {have}, "
             f"the sweep asks for {directions}: use another hydra.sweeper.study_name"
         )
-    if metric_names and created:
-        retry_on_lock(lambda: study.set_metric_names(list(metric_names)))
+    if metric_names and (created or study.metric_names is None):  # an older study gets its names too
+        import warnings
+
+        with warnings.catch_warnings():  # "experimental" since Optuna 3.2, and what its dashboard reads
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            retry_on_lock(lambda: study.set_metric_names(list(metric_names)))
     return study, created
 
 
@@ -196,15 +203,34 @@ def abandon_trial(
         log.warning("Could not mark trial %d as interrupted: %s", number, e)
 
 
-def fail_surplus_trial(study: Any, trial: Any) -> None:
-    """End a trial that lost the race for the study's last slot before it ran (not counted)."""
+def fail_surplus_trial(study: Any, trial: Any, why: str | None = None) -> None:
+    """End a trial that lost a race before it ran (not counted): for the study's last slot, or
+    for the same grid cell."""
     from optuna.trial import TrialState
 
+    why = why or "asked at the same moment as another worker's trial for the study's last slot; not run"
     retry_on_lock(lambda: trial.set_user_attr("surplus", True))
-    why = "asked at the same moment as another worker's trial for the study's last slot; not run"
     retry_on_lock(lambda: trial.set_user_attr("fail_reason", why))
     tell(study, trial, state=TrialState.FAIL)
-    log.info("Trial %d not run: the study's n_trials slots are taken by other workers", trial.number)
+    log.info("Trial %d not run: %s", trial.number, why)
+
+
+def same_grid_cell(study: Any, trial: Any) -> int | None:
+    """The number of an earlier trial that took the same grid cell (GridSampler's ``grid_id``),
+    running or counted; two workers asking at the same moment may draw the same one."""
+    from optuna.trial import TrialState
+
+    attrs = study._storage.get_trial_system_attrs(trial._trial_id)
+    if "grid_id" not in attrs:
+        return None
+    trials = study.get_trials(deepcopy=False)
+    retried = retried_numbers(trials)
+    for t in trials:
+        if t.number >= trial.number or t.system_attrs.get("grid_id") != attrs["grid_id"]:
+            continue
+        if t.state == TrialState.RUNNING or (t.state.is_finished() and not not_counted(t, retried)):
+            return t.number
+    return None
 
 
 # User attrs that belong to one run of a trial, not to its params: a retry starts without them.

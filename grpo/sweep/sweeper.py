@@ -271,15 +271,15 @@ class OptunaSweeper(Sweeper):
             pruner=pruner,
             directions=self.directions,
             load_if_exists=self.load_if_exists,
-            metric_names=self.metric_names,
+            metric_names=self.metric_names or OmegaConf.select(self.config, "optimized_metric", default=None),
         )
         return study, created, grid_total
 
     def _reseed(self, space: Any) -> Any:
-        """seed -> seed + trial number, for a seeded sampler (QMC keeps one seed: its sequence
-        is shared through the study); None otherwise."""
+        """seed + trial number for a seeded sampler; None for QMC and grid (their seed orders a shared sequence)."""
         cfg = self.sampler_config
-        if not isinstance(cfg, dict) or cfg.get("seed") is None or "QMCSampler" in str(cfg.get("_target_")):
+        shared_seed = any(k in str((cfg or {}).get("_target_")) for k in ("QMC", "GridSampler"))
+        if not isinstance(cfg, dict) or cfg.get("seed") is None or shared_seed:
             return None
         return lambda number: build_sampler(self.sampler, cfg, space, seed_offset=number)[0]
 

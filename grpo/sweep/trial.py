@@ -9,7 +9,9 @@ wrapper, worker.TrialTask, in whatever process the launcher runs the job). It ho
     {"study_name": "rce_grpo", "storage": "postgresql+psycopg://optuna@db/optuna",
      "number": 7, "direction": "maximize", "pruner": {"_target_": "optuna.pruners.MedianPruner", ...},
      "metric_names": ["val/accuracy", "time/total"],        # multi-objective: what to return
-     "parent_run_id": "<MLflow run id of the study>", "tags": {"optuna_study": "rce_grpo", ...}}
+     "parent_run_id": "<MLflow run id of the study>", "tags": {"optuna_study": "rce_grpo", ...},
+     "params": {"algorithm.kl_beta": 0.21, ...},              # the trial's searched values
+     "log_params": ["algorithm.kl_beta", ...]}                # those searched on a log scale
 
 The storage URL never carries a password: the job's process inherits it from the worker's
 environment (storage.py). Optuna does not store the pruner in the study, which is why its
@@ -69,6 +71,8 @@ class TrialReporter:
         metric_names: list[str] | None = None,
         parent_run_id: str | None = None,
         tags: Mapping[str, str] | None = None,
+        params: Mapping[str, Any] | None = None,
+        log_params: list[str] | None = None,
     ) -> None:
         self.study_name = study_name
         self.storage = storage
@@ -79,6 +83,8 @@ class TrialReporter:
         self.metric_names = [str(m) for m in metric_names] if metric_names else None
         self.parent_run_id = parent_run_id
         self.tags = {str(k): str(v) for k, v in (tags or {}).items()}
+        self.params = dict(params or {})
+        self.log_params = [str(k) for k in log_params or ()]
         self._study: Any = None
         self._trial: Any = None
         self._multi_objective = False
@@ -130,19 +136,28 @@ class TrialReporter:
             metric_names=context.get("metric_names"),
             parent_run_id=context.get("parent_run_id"),
             tags=context.get("tags"),
+            params=context.get("params"),
+            log_params=context.get("log_params"),
         )
 
     # -- what the job's tracking and return value need
     def run_tags(self) -> dict[str, str]:
-        """Tags of the trial's MLflow run: study, trial number, the host it runs on, its state
-        (RUNNING until the sweeper sets how it ended)."""
-        return {
+        """Tags of the trial's MLflow run: its name (`#3 kl_beta=0.21 ...`: trials differ in name),
+        study, trial number, the host it runs on, its state (RUNNING until the sweeper sets how it
+        ended) and the params searched on a log scale (`optuna_log_params`, for plots)."""
+        from grpo.config.derived import trial_run_name
+
+        tags = {
             **self.tags,
+            "mlflow.runName": trial_run_name(self.number, self.params),
             "optuna_study": self.study_name,
             "optuna_trial": str(self.number),
             "optuna_worker": socket.gethostname(),
             "optuna_state": "RUNNING",
         }
+        if self.log_params:
+            tags["optuna_log_params"] = ",".join(self.log_params)
+        return tags
 
     def objective(self, metrics: Mapping[str, float]) -> list[float] | None:
         """The values of ``metric_names`` (a multi-objective study's objectives, in order), or

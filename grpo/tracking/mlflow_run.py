@@ -15,6 +15,14 @@ from typing import Any
 from grpo.config.schema import LoggerConfig
 
 MAX_PARAM_LEN = 6000  # MLflow's limit on a param value
+MAX_TAG_LEN = 8000  # MLflow's limit on a tag value
+# The experiment tag MLflow 3's UI reads to choose an experiment's page: without it, an experiment
+# with no runs yet opens on GenAI traces; "custom_model_development" is its "Machine learning" kind.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+# The run tag listing a run's table artifacts ({"path", "type": "table"}), as mlflow.log_table sets
+# it: the UI then shows them as tables ("View as table", the experiment's artifact/evaluation view).
+LOGGED_ARTIFACTS_TAG = "mlflow.loggedArtifacts"
 
 
 def _artifact_root(uri: str) -> str | None:
@@ -30,31 +38,66 @@ def experiment_id(client, uri: str, name: str) -> str:
     """The experiment's id, created (with its artifacts beside a SQLite store) when missing."""
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
+        if EXPERIMENT_KIND_TAG not in experiment.tags:  # made before this tag: a kind the user chose stays
+            client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return experiment.experiment_id
     artifact_root = _artifact_root(uri)
     return client.create_experiment(
-        name, artifact_location=os.path.join(artifact_root, name) if artifact_root else None
+        name,
+        artifact_location=os.path.join(artifact_root, name) if artifact_root else None,
+        tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND},
     )
 
 
+def table_json(rows: list[dict]) -> str:
+    """MLflow's table format (pandas' "split" orient, what mlflow.log_table writes): {"columns", "data"}."""
+    columns = list(rows[0]) if rows else []
+    return json.dumps({"columns": columns, "data": [[r.get(c) for c in columns] for r in rows]})
+
+
+def register_tables(registered: list[dict], path: str) -> str:
+    """The loggedArtifacts tag value with `path` added; the oldest entries give way past MLflow's
+    tag length (about 140 tables: the newest keep "View as table", every file stays)."""
+    entry = {"path": path, "type": "table"}
+    if entry not in registered:
+        registered.append(entry)
+    while len(registered) > 1 and len(json.dumps(registered)) > MAX_TAG_LEN:
+        registered.pop(0)
+    return json.dumps(registered)
+
+
 class MlflowTracker:
-    def __init__(self, cfg: LoggerConfig, run_name: str, tags: Mapping[str, str], resume_run_id: str | None = None):
+    """`tags` may name the run (`mlflow.runName`: a sweep trial's name) over `run_name`; `parent_run_id`
+    and `in_experiment` (an experiment id; grpo.eval: under the evaluated run, in its own) win over `cfg`'s."""
+
+    def __init__(
+        self,
+        cfg: LoggerConfig,
+        run_name: str,
+        tags: Mapping[str, str],
+        resume_run_id: str | None = None,
+        parent_run_id: str | None = None,
+        in_experiment: str | None = None,
+    ):
         from mlflow.tracking import MlflowClient
         from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
         self.client = MlflowClient(tracking_uri=cfg.tracking_uri)
-        self.experiment_id = experiment_id(self.client, cfg.tracking_uri, cfg.experiment)
+        self.experiment_id = in_experiment or experiment_id(self.client, cfg.tracking_uri, cfg.experiment)
         self.existing_params: dict[str, str] = {}
+        self.tables: list[dict] = []
         if resume_run_id:  # a resumed run continues its own MLflow run
             run = self.client.get_run(resume_run_id)
             self.client.update_run(resume_run_id, status="RUNNING")
             self.run_id = resume_run_id
             self.existing_params = dict(run.data.params)
+            self.tables = json.loads(run.data.tags.get(LOGGED_ARTIFACTS_TAG, "[]"))
             return
         all_tags = {MLFLOW_RUN_NAME: run_name, **{k: str(v) for k, v in tags.items()}, **dict(cfg.tags)}
-        if cfg.parent_run_id:
-            all_tags[MLFLOW_PARENT_RUN_ID] = cfg.parent_run_id
-        self.run_id = self.client.create_run(self.experiment_id, run_name=run_name, tags=all_tags).info.run_id
+        if parent_run_id or cfg.parent_run_id:
+            all_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id or cfg.parent_run_id
+        name = all_tags[MLFLOW_RUN_NAME]
+        self.run_id = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags).info.run_id
 
     def logged_until(self) -> dict[str, int]:
         """metric -> last step this run already holds (what a resumed run must not log again)."""
@@ -81,11 +124,10 @@ class MlflowTracker:
         self.client.log_text(self.run_id, text, path)
 
     def log_table(self, rows: list[dict], path: str) -> None:
-        # MLflow's table artifact format: {"columns": [...], "data": [[...], ...]}.
-        columns = list(rows[0]) if rows else []
-        self.client.log_text(
-            self.run_id, json.dumps({"columns": columns, "data": [[r[c] for c in columns] for r in rows]}), path
-        )
+        """`rows` as a table artifact at `path` (.json), registered as mlflow.log_table registers it,
+        without its read-back of the run and the artifact listing at every call."""
+        self.client.log_text(self.run_id, table_json(rows), path)
+        self.client.set_tag(self.run_id, LOGGED_ARTIFACTS_TAG, register_tables(self.tables, path))
 
     def log_artifacts(self, local_dir: str, path: str) -> None:
         self.client.log_artifacts(self.run_id, local_dir, path)

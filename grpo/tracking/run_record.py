@@ -1,6 +1,7 @@
 """What a run records so that it can be re-created and its adapter found again.
 
-- params: the flattened config and derived values, `data.<role>.digest|source` of every data
+- params: the flattened config and derived values (bookkeeping keys left out: `logger.tags.*` are
+  tags, `logger.parent_run_id` is the run's parent), `data.<role>.digest|source` of every data
   file or generated split it reads, and `env.*` (Python and library versions);
 - dataset inputs: the same data, as MLflow shows it (a digest, a source, a context);
 - artifacts: `config/config.yaml` (resolved), `config/overrides.txt` (as typed) and
@@ -28,6 +29,13 @@ OVERRIDES_ARTIFACT = "config/overrides.json"
 FINAL_ADAPTER = "adapter"
 BEST_ADAPTER = "adapter_best"
 NOT_SHARED = ("training_state.pt",)  # optimizer and RNG state: for resuming here, not for loading the adapter
+# Config keys that are bookkeeping, not configuration: they become the run's tags and its place
+# under a parent (a sweep's, set at run time), never params.
+BOOKKEEPING_KEYS = ("logger.parent_run_id", "logger.tags", "optuna_trial")
+
+
+def is_bookkeeping(key: str) -> bool:
+    return any(key == k or key.startswith(k + ".") for k in BOOKKEEPING_KEYS)
 
 
 def log_run_record(
@@ -42,7 +50,8 @@ def log_run_record(
     lineage = {}
     for s in sources:
         lineage.update(s.params())
-    tracker.log_params({**params, **lineage, **environment()})
+    config = {k: v for k, v in params.items() if not is_bookkeeping(k)}
+    tracker.log_params({**config, **lineage, **environment()})
     tracker.log_datasets(sources)
     tracker.log_text(config_yaml, CONFIG_ARTIFACT)
     tracker.log_text(overrides_text + "\n", "config/overrides.txt")
