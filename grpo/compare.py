@@ -89,6 +89,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--runs", nargs="+", metavar="ID", help="these runs (ids or unique id prefixes)")
     p.add_argument(
+        "--eval", action="store_true", help="include grpo.eval's runs (left out by default: they did not train)"
+    )
+    p.add_argument(
         "--last", type=int, metavar="N", help=f"the newest N runs (default: {DEFAULT_LAST}; all children with --parent)"
     )
     p.add_argument(
@@ -134,6 +137,7 @@ def compare(args: argparse.Namespace) -> tuple[list[Table], list[Path]]:
         experiments=args.experiment,
         tags=args.tag,
         limit=args.last if args.last is not None else (None if parent else DEFAULT_LAST),
+        with_eval=args.eval,
     )
     specs, sort = choose_metrics(runs, args.metrics, args.sort)
     if study is not None:

@@ -21,7 +21,9 @@ checkpoint's adapter (or the full weights it saved).
 
 Prints one table per split (accuracy and mean reward per domain; with eval.generation.n > 1
 also pass@k, mean@n, best@n and maj@n, see grpo/metrics.py) and logs the metrics to MLflow as
-eval/<split>/<metric>[/<domain>]: in a new run tagged `eval`, or in --run-id's run.
+eval/<split>/<metric>[/<domain>]: in a new run tagged `eval`, or in --run-id's run. The new run
+is a child of the run that trained the checkpoint, in that run's experiment (when that run is in
+the store), so the MLflow UI lists it under its source and `grpo.compare` leaves it out by default.
 """
 
 from __future__ import annotations
@@ -98,6 +100,20 @@ def build_context(comp: Composition, checkpoint: str | None, task, examples: Seq
 
 
 # ---------------------------------------------------------------------------- tracking
+def source_run(tracking_uri: str, run_id: str) -> tuple[str | None, str | None]:
+    """(the evaluated run's id, its experiment's id) when that run is in this store, else (None, None):
+    an eval run nests under the run it evaluated, in that run's experiment."""
+    if not run_id:
+        return None, None
+    from mlflow.tracking import MlflowClient
+
+    try:
+        run = MlflowClient(tracking_uri=tracking_uri).get_run(run_id)
+    except Exception:  # noqa: BLE001 - another store, or deleted: a top-level run, tagged source_run_id
+        return None, None
+    return run.info.run_id, run.info.experiment_id
+
+
 def log_to_mlflow(
     comp: Composition,
     metrics: dict[str, float],
@@ -132,9 +148,12 @@ def log_to_mlflow(
         "experiment": str(comp.choices.get("experiment") or ""),
         "preset": str(comp.choices.get("preset") or ""),
     }
+    source, experiment = source_run(cfg.logger.tracking_uri, str(state.get("mlflow_run_id") or ""))
     if state.get("mlflow_run_id"):
         tags["source_run_id"] = str(state["mlflow_run_id"])
-    tracker = MlflowTracker(cfg.logger, name, {k: v for k, v in tags.items() if v})
+    tracker = MlflowTracker(
+        cfg.logger, name, {k: v for k, v in tags.items() if v}, parent_run_id=source, in_experiment=experiment
+    )
     gen = cfg.eval.generation
     tracker.log_params(
         {

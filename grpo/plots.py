@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import re
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,7 @@ class Point:
     x: float
     y: float
     label: str  # annotation (a trial number or a short run id)
+    state: str = "COMPLETE"  # PRUNED (y: its value when pruned) or FAIL draw differently
 
 
 def slug(text: str) -> str:
@@ -79,13 +81,22 @@ def is_fraction(metric: str) -> bool:
     return "accuracy" in metric
 
 
+LEGEND_WIDTH = 110  # characters of a small-font legend line across a 9-inch figure, about
+
+
+def legend_lines(labels: Sequence[str]) -> int:
+    """Lines the legend takes under the axes (one column: long labels wrap)."""
+    return sum(len(textwrap.wrap(lb, LEGEND_WIDTH)) or 1 for lb in labels)
+
+
 def _legend(fig, handles, labels) -> None:
-    """Under the axes, as many columns as the label lengths allow at this figure width."""
+    """Under the axes, as many columns as the label lengths allow at this figure width; a label
+    longer than the figure is wide wraps, so none is cut at the edge."""
     longest = max((len(lb) for lb in labels), default=0)
     fit = 4 if longest <= 25 else 2 if longest <= 45 else 1
     fig.legend(
         handles,
-        labels,
+        [textwrap.fill(lb, LEGEND_WIDTH) for lb in labels],
         loc="outside lower center",
         ncols=max(1, min(fit, len(labels))),
         frameon=False,
@@ -106,7 +117,8 @@ def curves(
     from matplotlib.ticker import MaxNLocator
 
     lines = len(series) + len(bands)
-    fig, ax = plt.subplots(figsize=(9, 4.8 + 0.22 * lines), layout="constrained")
+    texts = [s.label for s in series] + [f"{b.label}: mean ± sd of {b.n} runs, thin: min/max" for b in bands]
+    fig, ax = plt.subplots(figsize=(9, 4.8 + 0.22 * legend_lines(texts)), layout="constrained")
     palette = colours(lines)
     for i, (b, colour) in enumerate(zip(bands, palette)):
         _band(ax, b, colour, MARKERS[i % len(MARKERS)])
@@ -173,29 +185,82 @@ def spans_decades(values: Sequence[float], decades: float = 2.0) -> bool:
     return math.log10(max(positive) / min(positive)) >= decades
 
 
-def scatter(points: Sequence[Point], param: str, objective: str, path: Path, title: str, maximize: bool = True) -> Path:
-    """`objective` against one varied `param`, best point starred; log x when it spans 2 decades."""
+STATE_STYLE = {  # marker, face colour, legend text
+    "PRUNED": ("o", "none", "pruned (value when pruned)"),
+    "FAIL": ("X", "tab:gray", "failed"),
+}
+
+
+def scatter(
+    points: Sequence[Point],
+    param: str,
+    objective: str,
+    path: Path,
+    title: str,
+    maximize: bool = True,
+    log_x: bool | None = None,
+) -> Path:
+    """`objective` against one varied `param`, best point starred, pruned trials hollow and failed ones
+    crossed; a log x axis when `log_x` (the param was searched on a log scale), or, when None, when
+    the values span 2 decades. Labels of coinciding points are joined, near ones moved apart."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.8), layout="constrained")
-    xs, ys = [p.x for p in points], [p.y for p in points]
-    ax.scatter(xs, ys, s=40, color=colours(1)[0], alpha=0.85, label="run")
-    best_y = (max if maximize else min)(ys)
-    best = [p for p in points if p.y == best_y]
+    xs = [p.x for p in points]
+    colour = colours(1)[0]
+    done = [p for p in points if p.state not in STATE_STYLE]
+    if done:
+        ax.scatter([p.x for p in done], [p.y for p in done], s=40, color=colour, alpha=0.85, label="complete")
+    for state, (marker, face, text) in STATE_STYLE.items():
+        these = [p for p in points if p.state == state]
+        if these:
+            edge = colour if face == "none" else face
+            ax.scatter(
+                [p.x for p in these], [p.y for p in these], s=40, marker=marker, facecolors=face, edgecolors=edge
+            )
+            ax.scatter([], [], s=40, marker=marker, facecolors=face, edgecolors=edge, label=f"{text}: {len(these)}")
+    ranked = done or points
+    best_y = (max if maximize else min)(p.y for p in ranked)
+    best = [p for p in ranked if p.y == best_y]
     label = f"best ({best[0].label})" if len(best) == 1 else f"best ({len(best)} tied)"
     ax.scatter([p.x for p in best], [p.y for p in best], s=160, marker="*", color="tab:red", zorder=3, label=label)
-    for p in points:
-        ax.annotate(p.label, (p.x, p.y), xytext=(4, 4), textcoords="offset points", fontsize="x-small", color="0.35")
     ax.margins(x=0.08)
-    if spans_decades(xs):
+    log = spans_decades(xs) if log_x is None else log_x and all(x > 0 for x in xs)
+    if log:
         ax.set_xscale("log")
     if is_fraction(objective):
         ax.set_ylim(-0.03, 1.03)
-    ax.set_xlabel(param + (" (log scale)" if spans_decades(xs) else ""))
+    _annotate(fig, ax, points)
+    ax.set_xlabel(param + (" (log scale)" if log else ""))
     ax.set_ylabel(objective)
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best", fontsize="small")
     return _save(fig, path)
+
+
+def _annotate(fig, ax, points: Sequence[Point]) -> None:
+    """One label per position (`#3, #5` for points on top of each other), each placed at the first
+    offset (right, above, below, left) where it overlaps no label placed before it."""
+    at: dict[tuple[float, float], list[str]] = {}
+    for p in points:
+        at.setdefault((p.x, p.y), []).append(p.label)
+    fig.canvas.draw()  # fixes the limits, so data positions map to pixels
+    placed: list[tuple[float, float, float, float]] = []
+    height = 10.0  # px of an x-small label at 120 dpi, about
+    for (x, y), labels in sorted(at.items(), key=lambda item: (item[0][1], item[0][0])):
+        text = ", ".join(labels)
+        width = 5.5 * len(text)
+        px, py = ax.transData.transform((x, y))
+        for dx, dy in ((4, 3), (4, 13), (4, -13), (-width - 4, 3), (4, 23), (4, -23), (-width - 4, -13)):
+            box = (px + dx * 1.67, py + dy * 1.67, width, height)  # offset points -> px at 120 dpi
+            if not any(_overlap(box, other) for other in placed):
+                break
+        placed.append(box)
+        ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize="x-small", color="0.35")
+
+
+def _overlap(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> bool:
+    return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
 
 
 def _save(fig, path: Path) -> Path:

@@ -15,10 +15,12 @@ from grpo import plots
 from grpo.analysis.repeats import band_values, is_seed_key, repeat_groups
 from grpo.analysis.run_table import MetricSpec, RunRow, differing_params, metric_value
 from grpo.analysis.runs import PARENT_TAG, STUDY_TAG, Store, parse_param
+from grpo.config.derived import short_value
 from grpo.tables import cell_text
 
 DEFAULT_CURVES = ("val/accuracy", "train/reward")
-LEGEND_PARAMS = 4  # differing params named in a legend entry; the table has them all
+LOG_PARAMS_TAG = "optuna_log_params"  # a trial's params searched on a log scale (grpo/sweep/trial.py)
+LEGEND_PARAMS = 8  # differing params named in a legend entry (a sweep's searched ones); the table has them all
 
 
 # ----------------------------------------------------------------------------------- labels
@@ -28,16 +30,25 @@ def short_keys(keys: Sequence[str]) -> dict[str, str]:
     return {k: (s if last.count(s) == 1 else k) for k, s in zip(keys, last)}
 
 
-def legend_label(row: RunRow, keys: Sequence[str], with_name: bool = True) -> str:
-    """Run name + the params that tell the runs apart (`kl_beta=0.1`); the name alone if none does."""
+def legend_value(value: Any) -> str:
+    return short_value(value) if isinstance(value, float) else cell_text(value)
+
+
+def legend_label(row: RunRow, keys: Sequence[str]) -> str:
+    """What tells the runs apart: a sweep trial's number, then the params that differ between the
+    runs (`#3 kl_beta=0.21 rce_lr=0.0025`); the run name (and id) when no param does."""
     short = short_keys([k for k in keys if not k.startswith("derived.")])
     shown = list(short)[:LEGEND_PARAMS]
-    params = ", ".join(f"{short[k]}={cell_text(row.params[k])}" for k in shown)
+    params = " ".join(f"{short[k]}={legend_value(row.params[k])}" for k in shown)
     if len(short) > len(shown):
-        params += f", +{len(short) - len(shown)} more"
+        params += f" +{len(short) - len(shown)} more (see the table)"
+    trial = row.run.data.tags.get("optuna_trial")
+    if trial is not None:
+        state = trial_state(row)
+        return f"#{trial} {params}".strip() + ("" if state == "COMPLETE" else f" ({state.lower()})")
     if not params:
         return f"{row.name} [{row.run.info.run_id[:8]}]"
-    return f"{row.name} ({params})" if with_name else params
+    return params
 
 
 def numeric(value: Any) -> bool:
@@ -49,7 +60,11 @@ def sortable(value: Any) -> tuple:
 
 
 def plot_order(rows: Sequence[RunRow], keys: Sequence[str]) -> list[RunRow]:
-    """Legend order follows the differing params (kl_beta 0.01, 0.1, 1.0), not the table's sort."""
+    """Legend order follows the differing params (kl_beta 0.01, 0.1, 1.0), not the table's sort;
+    a sweep's trials go by trial number."""
+    trials = [r.run.data.tags.get("optuna_trial", "") for r in rows]
+    if all(t.isdigit() for t in trials):
+        return [r for _, r in sorted(zip((int(t) for t in trials), rows), key=lambda pair: pair[0])]
     return sorted(rows, key=lambda r: tuple(sortable(r.params[k]) for k in keys))
 
 
@@ -76,7 +91,7 @@ def curve_plots(
         subtitle = f"{subtitle}, runs {names.pop()}" if subtitle else f"runs {names.pop()}"
     written = []
     for metric in metrics:
-        series, bands = curve_parts(store, groups, keys, metric, not shared_name)
+        series, bands = curve_parts(store, groups, keys, metric)
         if series or bands:
             boundary = stage_boundary(rows)
             if boundary and max(max(s.steps) for s in [*series, *bands]) <= boundary:
@@ -87,12 +102,12 @@ def curve_plots(
 
 
 def curve_parts(
-    store: Store, groups: Sequence[Sequence[RunRow]], keys: Sequence[str], metric: str, with_name: bool
+    store: Store, groups: Sequence[Sequence[RunRow]], keys: Sequence[str], metric: str
 ) -> tuple[list[plots.Series], list[plots.Band]]:
     """A line for each configuration run once, a band for each run several times."""
     series, bands = [], []
     for group in groups:
-        label = legend_label(group[0], keys, with_name=with_name)
+        label = legend_label(group[0], keys)
         if len(group) > 1:
             if not [k for k in keys if not k.startswith("derived.")]:  # no param tells it apart: no run id either
                 label = group[0].name
@@ -136,14 +151,29 @@ def scatter_plots(store: Store, rows: Sequence[RunRow], outdir: Path) -> list[Pa
         scored = [(r, y) for r, y in scored if y is not None and math.isfinite(y)]
         if len(scored) < 2:
             continue
+        logs = {k for r, _ in scored for k in r.run.data.tags.get(LOG_PARAMS_TAG, "").split(",") if k}
         for key in varied_numeric_params([r for r, _ in scored]):
-            points = [plots.Point(float(parse_param(r.run.data.params[key])), y, trial_label(r)) for r, y in scored]
+            points = [
+                plots.Point(float(parse_param(r.run.data.params[key])), y, trial_label(r), trial_state(r))
+                for r, y in scored
+            ]
             path = outdir / f"sweep_{plots.slug(name)}_{plots.slug(key)}.png"
             title = f"sweep {name}: {objective} vs {key} ({len(points)} runs)"
-            written.append(plots.scatter(points, key, objective, path, title))
+            log_x = (key in logs) if logs else None  # as searched; else by the values' spread
+            written.append(plots.scatter(points, key, objective, path, title, log_x=log_x))
     return written
 
 
 def trial_label(row: RunRow) -> str:
     trial = row.run.data.tags.get("optuna_trial")
     return f"#{trial}" if trial is not None else row.run.info.run_id[:8]
+
+
+def trial_state(row: RunRow) -> str:
+    """COMPLETE, PRUNED or FAIL: the trial's Optuna state, else what its MLflow run says."""
+    tags = row.run.data.tags
+    if tags.get("optuna_state") in ("PRUNED", "FAIL", "COMPLETE"):
+        return tags["optuna_state"]
+    if tags.get("pruned") == "true":
+        return "PRUNED"
+    return "FAIL" if row.run.info.status == "FAILED" else "COMPLETE"

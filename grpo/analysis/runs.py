@@ -85,13 +85,23 @@ def run_filter(parent: str | None, tags: Sequence[str]) -> str:
     return " and ".join(clauses)
 
 
-def is_training_run(run) -> bool:
-    """A sweep's parent run logs no params; it has nothing to compare."""
-    return bool(run.data.params)
+def is_eval_run(run) -> bool:
+    """A `grpo.eval` run (tagged eval=true; a child of the run it evaluated)."""
+    return run.data.tags.get("eval") == "true"
 
 
-def search(store: Store, ids: list[str], filter_string: str, limit: int | None) -> list:
-    """Newest first, training runs only, at most `limit` (all when None), across result pages."""
+def is_training_run(run, with_eval: bool = False) -> bool:
+    """A run that trained (or, `with_eval`, evaluated): not a sweep's parent run, which logs no
+    params or only its best trial's (tagged study_name, with no parent of its own)."""
+    tags = run.data.tags
+    if not run.data.params or ("study_name" in tags and PARENT_TAG not in tags):
+        return False
+    return with_eval or not is_eval_run(run)
+
+
+def search(store: Store, ids: list[str], filter_string: str, limit: int | None, with_eval: bool = False) -> list:
+    """Newest first, training runs only (and eval runs `with_eval`), at most `limit` (all when None),
+    across result pages."""
     runs, token = [], None
     while True:
         page = store.client.search_runs(
@@ -101,7 +111,7 @@ def search(store: Store, ids: list[str], filter_string: str, limit: int | None) 
             max_results=1000,
             page_token=token,
         )
-        runs += [r for r in page if is_training_run(r)]
+        runs += [r for r in page if is_training_run(r, with_eval)]
         token = page.token
         if not token or (limit is not None and len(runs) >= limit):
             return runs[:limit] if limit is not None else runs
@@ -133,9 +143,11 @@ def select_runs(
     experiments: Sequence[str] = (),
     tags: Sequence[str] = (),
     limit: int | None = None,
+    with_eval: bool = False,
 ) -> list:
     """`run_ids` themselves; else the children of `parent` (an id or prefix), else the runs of
-    `experiments`; either narrowed to those carrying every `key=value` of `tags`, newest `limit`."""
+    `experiments`; either narrowed to those carrying every `key=value` of `tags`, newest `limit`;
+    training runs only unless `with_eval` (grpo.eval's runs too)."""
     if run_ids:
         return [get_run(store, r) for r in run_ids]
     if parent:
@@ -143,7 +155,7 @@ def select_runs(
         ids, parent = [found.info.experiment_id], found.info.run_id
     else:
         ids = experiment_ids(store, experiments)
-    runs = search(store, ids, run_filter(parent, tags), limit)
+    runs = search(store, ids, run_filter(parent, tags), limit, with_eval)
     if not runs:
         raise CompareError(no_runs_message(store, parent, experiments, tags))
     return runs
