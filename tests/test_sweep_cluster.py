@@ -387,7 +387,8 @@ def test_a_jobs_overrides_are_its_search_values_and_the_users(tmp_path):
 
 @pytest.mark.slow
 def test_motpe_names_its_replacement_in_one_line(tmp_path):
-    proc = run_app(tmp_path, f"sqlite:///{tmp_path / 'o.db'}", {}, "hydra/sweeper/sampler=motpe")
+    old_field = "hydra.sweeper.sampler.n_ehvi_candidates=24"  # hydra-optuna-sweeper had it
+    proc = run_app(tmp_path, f"sqlite:///{tmp_path / 'o.db'}", {}, "hydra/sweeper/sampler=motpe", old_field)
     line = one_line_error(proc)
     assert "MOTPESampler was removed in Optuna 4.0" in line and "hydra/sweeper/sampler=tpe" in line
 
@@ -520,6 +521,24 @@ def test_surplus_trials_lose_the_race_for_the_last_slot():
     fail_surplus_trial(study, b)
     study.tell(a, 2.0)
     assert count_trials(study)["finished"] == 2
+
+
+def test_two_workers_drawing_the_same_grid_cell_agree_on_who_runs_it(tmp_path):
+    """Workers that ask at the same moment see the same unvisited cells and may draw the same
+    one; the later trial is ended unrun (not counted). The race is set up by hand here."""
+    import optuna
+
+    from grpo.sweep.study import count_trials, fail_surplus_trial, same_grid_cell
+
+    url = f"sqlite:///{tmp_path / 'grid.db'}"
+    study = optuna.create_study(study_name="g", storage=url, sampler=optuna.samplers.GridSampler({"x": [0, 1, 2]}))
+    first, second = study.ask(), study.ask()
+    cell = study._storage.get_trial_system_attrs(first._trial_id)["grid_id"]
+    study._storage.set_trial_system_attr(second._trial_id, "grid_id", cell)  # the same draw
+    assert same_grid_cell(study, first) is None and same_grid_cell(study, second) == first.number
+    fail_surplus_trial(study, second, f"grid cell already taken by trial {first.number}; not run")
+    study.tell(first, 1.0)
+    assert count_trials(study)["finished"] == 1 and study.trials[1].user_attrs["surplus"] is True
 
 
 def test_batch_of_non_consecutive_trials_keeps_job_dirs_by_trial_number():

@@ -106,22 +106,6 @@ class QMCSamplerConfig(SamplerConfig):
 
 
 @dataclass
-class MOTPESamplerConfig(SamplerConfig):
-    """hydra-optuna-sweeper's `motpe`: Optuna 4.0 removed MOTPESampler. Composes (with the old
-    fields, so old sweep files reach it), then the sweeper stops with one line naming `tpe`."""
-
-    _target_: str = "grpo.sweep.algorithms.removed_sampler"
-    _partial_: bool = True
-    name: str = "motpe"
-    consider_prior: bool | None = None
-    prior_weight: float | None = None
-    consider_magic_clip: bool | None = None
-    consider_endpoints: bool | None = None
-    n_startup_trials: int | None = None
-    n_ehvi_candidates: int | None = None
-
-
-@dataclass
 class GPSamplerConfig(SamplerConfig):
     _target_: str = "optuna.samplers.GPSampler"
     independent_sampler: Any | None = None
@@ -226,7 +210,20 @@ SAMPLERS: dict[str, type] = {
     "nsgaii": NSGAIISamplerConfig,
     "qmc": QMCSamplerConfig,
     "gp": GPSamplerConfig,
-    "motpe": MOTPESamplerConfig,
+}
+
+# hydra-optuna-sweeper's `motpe`: Optuna 4.0 removed MOTPESampler. A plain mapping, not a typed
+# config, so that whatever sampler settings a sweep file sets still compose, with MOTPE's own
+# fields for the command line; the sweeper then stops with one line naming `tpe`
+# (algorithms.check_sampler).
+_MOTPE_FIELDS = ("seed", "consider_prior", "prior_weight", "consider_magic_clip", "consider_endpoints")
+REMOVED_SAMPLER_NODES: dict[str, dict] = {
+    "motpe": {
+        "_target_": "grpo.sweep.algorithms.removed_sampler",
+        "_partial_": True,
+        "name": "motpe",
+        **dict.fromkeys((*_MOTPE_FIELDS, "n_startup_trials", "n_ehvi_candidates")),
+    },
 }
 
 PRUNERS: dict[str, type] = {
@@ -242,7 +239,7 @@ _PROVIDER = "grpo_optuna_sweeper"
 def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(group="hydra/sweeper", name="optuna", node=OptunaSweeperConf, provider=_PROVIDER)
-    for name, node in SAMPLERS.items():
+    for name, node in {**SAMPLERS, **REMOVED_SAMPLER_NODES}.items():
         cs.store(group="hydra/sweeper/sampler", name=name, node=node, provider=_PROVIDER)
     for name, node in PRUNERS.items():
         cs.store(group="hydra/sweeper/pruner", name=name, node=node, provider=_PROVIDER)

@@ -17,7 +17,9 @@ next trial as soon as its own has ended. Together they stop at ``n_trials``:
 
 A seeded sampler is made anew for each trial with seed + trial number (``reseed``): the
 workers, which all start from the same seed, do not propose the same points, and trial k's
-proposal depends on the seed, k and the study's history, not on which worker asked.
+proposal depends on the seed, k and the study's history, not on which worker asked. The grid
+keeps its seed (it orders the cells); two workers that draw the same cell at the same moment
+agree by trial number, and the later one's trial is ended unrun.
 
 ``n_jobs`` > 1 in one worker asks for that many trials at once and hands them to the launcher
 as one batch (joblib runs them in parallel); Hydra's launchers return a batch only when all
@@ -41,7 +43,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from grpo.sweep.storage import retry_on_lock
-from grpo.sweep.study import count_trials, fail_surplus_trial, is_surplus
+from grpo.sweep.study import count_trials, fail_surplus_trial, is_surplus, same_grid_cell
 from grpo.sweep.trial import PROTOCOL_ENV
 
 log = logging.getLogger(__name__)
@@ -194,6 +196,11 @@ class TrialSource:
             retry_on_lock(lambda t=trial: t.set_user_attr("worker", self.worker))
             if is_surplus(self.study, trial.number, self.target):
                 fail_surplus_trial(self.study, trial)
+                break
+            twin = same_grid_cell(self.study, trial)
+            if twin is not None:  # another worker drew the same cell: draw differently next time
+                fail_surplus_trial(self.study, trial, f"grid cell already taken by trial {twin}; not run")
+                self.study.sampler.reseed_rng()
                 break
             trials.append(trial)
         return trials
