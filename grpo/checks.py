@@ -13,11 +13,14 @@ from typing import Any
 from grpo.algorithms.names import ADVANTAGE_ESTIMATORS as ADV_ESTIMATORS
 from grpo.algorithms.names import (
     AGGREGATION_MODES,
+    IS_CORRECTIONS,
     KL_CONTROLLERS,
     LOSS_AGG_MODES,
     OPTIMIZERS,
     RATIO_LEVELS,
+    ROLLOUT_ENGINES,
     SCALE_REWARDS,
+    VLLM_SYNC_MODES,
 )
 from grpo.algorithms.names import KL_ESTIMATORS as _KL
 from grpo.algorithms.names import KL_VERL_ALIASES as _VERL_ALIASES
@@ -87,6 +90,49 @@ def _check_rollout(cfg: RunConfig, grpo_steps: int) -> None:
     _at_least("rollout.batch_size", r.batch_size, 1)
     if grpo_steps > 0:
         _at_least("rollout.group_size", r.group_size, 2, " for GRPO: advantages compare completions of one prompt")
+    _one_of("rollout.engine", r.engine, ROLLOUT_ENGINES)
+    _one_of("rollout.sync", r.sync, VLLM_SYNC_MODES)
+    _one_of("rollout.is_correction", r.is_correction, IS_CORRECTIONS)
+    _positive("rollout.is_cap", r.is_cap)
+    _require(
+        0 < r.gpu_memory_utilization <= 1,
+        "rollout.gpu_memory_utilization",
+        r.gpu_memory_utilization,
+        "must be in (0, 1]",
+    )
+    _at_least("rollout.tensor_parallel_size", r.tensor_parallel_size, 1)
+    for key in ("max_model_len", "max_num_batched_tokens"):
+        if getattr(r, key) is not None:
+            _at_least(f"rollout.{key}", getattr(r, key), 1, " (null: the engine's default)")
+    _positive("rollout.server_timeout", r.server_timeout)
+    _at_least("rollout.server_retries", r.server_retries, 1)
+    _require(
+        r.server_url.startswith(("http://", "https://")),
+        "rollout.server_url",
+        r.server_url,
+        "must be an http:// or https:// URL of a vLLM OpenAI-compatible server",
+    )
+    if r.engine == "vllm_server":
+        _require(
+            cfg.lora.enabled,
+            "rollout.engine",
+            r.engine,
+            "a server takes the policy as a LoRA adapter only (/v1/load_lora_adapter); "
+            "full fine-tuning (lora=none) needs rollout.engine=vllm",
+        )
+        _require(
+            r.sync == "adapter",
+            "rollout.sync",
+            r.sync,
+            "a server loads adapters; merged weights are pushed only into rollout.engine=vllm",
+        )
+        _require(
+            r.server_model is not None or cfg.model.name_or_path is not None,
+            "rollout.server_model",
+            r.server_model,
+            "the server needs the run's weights on disk: set model.name_or_path=DIR (the directory the server "
+            "serves) or rollout.server_model=NAME",
+        )
 
 
 def _check_lora(cfg: RunConfig) -> None:

@@ -84,6 +84,27 @@ def generation_budget(
     return max(1, min(asked, context - longest)), context
 
 
+def build_engine(cfg: RunConfig, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, context: int):
+    """The sampler `rollout.engine` names (the stages only call its `generate`). vLLM is imported
+    only when chosen; the server engine needs no vLLM here, only the server."""
+    from grpo.rollout.engine import HFGenerateEngine, MergedEngine
+
+    name = cfg.rollout.engine
+    if name == "hf":
+        return HFGenerateEngine(tokenizer)
+    if name == "vllm":
+        from grpo.rollout.vllm_engine import VLLMEngine
+
+        return VLLMEngine(tokenizer, model, cfg.rollout, seed=cfg.seed, context=context)
+    if name == "vllm_server":
+        from grpo.rollout.vllm_server import VLLMServerEngine
+
+        return VLLMServerEngine(
+            tokenizer, model, cfg.rollout, served=cfg.rollout.server_model or cfg.model.name_or_path
+        )
+    return MergedEngine(tokenizer)
+
+
 def build_training_context(
     cfg: RunConfig,
     derived: Derived,
@@ -99,7 +120,6 @@ def build_training_context(
     from grpo.checkpoint import load_weights
     from grpo.models.load import load_model
     from grpo.models.lora import apply_lora, reference_context
-    from grpo.rollout.engine import MergedEngine
     from grpo.tasks.registry import build_task
 
     model, tokenizer = load_model(cfg.model, init_seed=derived.model_init_seed)
@@ -109,11 +129,11 @@ def build_training_context(
     reference = reference_context(model, cfg.lora.enabled) if needs_reference(cfg.algorithm) else None
     policy = accelerator.prepare(model)
     task = build_task(cfg.task)
-    max_new, _ = generation_budget(
+    max_new, context = generation_budget(
         cfg.generation.max_new_tokens, accelerator.unwrap_model(policy), tokenizer, (*task.train, *task.val)
     )
     a = cfg.algorithm
-    engine = MergedEngine(tokenizer)
+    engine = build_engine(cfg, accelerator.unwrap_model(policy), tokenizer, context)
     return RunContext(
         cfg=cfg,
         derived=derived,

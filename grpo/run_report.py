@@ -36,6 +36,7 @@ def header(comp: Composition, *, run_dir: str, ctx: RunContext, tracker) -> str:
         f"= {d.total_samples:,} completions (lr {cfg.schedule.grpo_lr:g}, "
         f"warm-up {d.warmup_steps} steps, {cfg.schedule.lr_scheduler})",
         f"  sampling   up to {max_new_tokens} new tokens{bound}",
+        engine_line(cfg, ctx),
         seeds_line(comp),
         f"  processes  {comp_processes()}",
         f"  outputs    {run_dir}",
@@ -47,6 +48,20 @@ def header(comp: Composition, *, run_dir: str, ctx: RunContext, tracker) -> str:
             3, f"  weights    {cfg.trainer.init_from} (trainer.init_from: weights only; new optimizer and steps)"
         )
     return "\n".join(lines)
+
+
+def engine_line(cfg, ctx: RunContext) -> str:
+    """Which engine samples, and why: the key that chose it (or that it is the default)."""
+    from grpo.config.schema import RolloutConfig
+
+    name = cfg.rollout.engine
+    why = "the default" if name == RolloutConfig.engine else "chosen"
+    describe = getattr(ctx.engine, "describe", None)
+    what = describe(ctx.sampler_model) if describe else type(ctx.engine).__name__
+    line = f"  engine     {name}: {what} (rollout.engine={name}, {why})"
+    if cfg.rollout.is_correction != "none":
+        line += f"; sampler/trainer mismatch corrected: {cfg.rollout.is_correction} at {cfg.rollout.is_cap:g}"
+    return line
 
 
 def seeds_line(comp: Composition) -> str:

@@ -62,6 +62,30 @@ class GenerationConfig:
 class RolloutConfig:
     batch_size: int = 8  # prompts per optimizer step, global across processes
     group_size: int = 4  # completions per prompt (G)
+    # Who samples: merged (our plain decoder, LoRA merged; the CPU default) | hf (model.generate)
+    # | vllm (a vllm.LLM in this process) | vllm_server (a vLLM OpenAI-compatible server over HTTP).
+    engine: str = "merged"
+    # vllm: how the policy reaches the engine before each rollout: adapter (the LoRA adapter, a new
+    # LoRARequest per sync) | merged (W + scale * B @ A pushed into its weights). lora=none: full weights.
+    sync: str = "adapter"
+    # Sampler/trainer mismatch (vllm engines): per-token weights exp(logp_trainer - logp_sampler) on
+    # the surrogate: none | truncate (min(w, cap)) | mask (0 where w > cap). grpo/algorithms/is_correction.py
+    is_correction: str = "none"
+    is_cap: float = 2.0
+    # vLLM engine (seed 002's worker.rollout.*; EasyR1 0.6 / TP 1 for 3B); ignored by merged and hf.
+    gpu_memory_utilization: float = 0.3  # GPU share for weights + KV cache (colocated with training: small)
+    tensor_parallel_size: int = 1
+    enforce_eager: bool | None = None  # true: no graphs/compilation; null: true on a CPU (compiling takes ~45 s)
+    max_model_len: int | None = None  # null: the model's context
+    max_num_batched_tokens: int | None = None  # null: vLLM's default
+    sleep: bool = False  # GPU only: free the KV cache and weights during the update, wake for the rollout
+    # vllm_server: where it listens, the model it must serve (null: model.name_or_path), retries and the
+    # directory both sides read adapters from (null: a temporary directory on this machine).
+    server_url: str = "http://127.0.0.1:8000"
+    server_model: str | None = None
+    server_timeout: float = 120.0  # seconds one request may take
+    server_retries: int = 5  # attempts to reach the server before the run stops (waits 1, 2, 4 ... s)
+    sync_dir: str | None = None
 
 
 @dataclass

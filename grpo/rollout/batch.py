@@ -25,6 +25,7 @@ def take(rollout: Rollout, rows: slice | torch.Tensor) -> Rollout:
         rollout.completion_mask[rows],
         rollout.truncated[rows],
         texts,
+        rollout.logprobs[rows] if rollout.logprobs is not None else None,
     )
 
 
@@ -46,4 +47,5 @@ def concat_rollouts(parts: Sequence[Rollout], pad_id: int) -> Rollout:
         torch.cat([right(r.completion_mask, C, 0) for r in parts]),
         torch.cat([r.truncated for r in parts]),
         [t for r in parts for t in r.texts],
+        torch.cat([right(r.logprobs, C, 0.0) for r in parts]) if all(r.logprobs is not None for r in parts) else None,
     )

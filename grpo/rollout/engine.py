@@ -40,6 +40,9 @@ class Rollout:
     completion_mask: torch.Tensor  # [N, C] 1 on generated tokens up to and including EOS
     truncated: torch.Tensor  # [N] bool: no EOS within max_new_tokens
     texts: list[str]  # completions decoded up to EOS, special tokens removed
+    # [N, C] the sampling engine's log-probs of the completion tokens (0 off the mask), from engines
+    # that report them (vLLM); the GRPO step compares them with the trainer's (rollout/logprob_diff_*)
+    logprobs: torch.Tensor | None = None
 
     @property
     def lengths(self) -> torch.Tensor:  # [N]
@@ -71,6 +74,10 @@ class HFGenerateEngine:
 
     def encode_prompts(self, prompts: Sequence[str], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         return self.token_ids.padded(prompts, device)
+
+    def describe(self, model: torch.nn.Module | None = None) -> str:
+        """Which sampler this is, for the run header."""
+        return "transformers' model.generate (KV cache)"
 
     def generation_kwargs(self, params: SamplingParams) -> dict:
         """What `model.generate` is given: sampling knobs, EOS/pad, forced minimum length."""
@@ -248,6 +255,11 @@ class MergedEngine(HFGenerateEngine):
         from grpo.rollout import merged
 
         return merged.supports(model, training=False) and plain_generation_config(merged.causal_lm(model))
+
+    def describe(self, model: torch.nn.Module | None = None) -> str:
+        if model is not None and not self.usable(model):
+            return "transformers' model.generate (the plain decoder does not cover this model or its generation_config)"
+        return "the plain decoder (grpo/rollout/merged.py), LoRA merged for sampling, prompts prefilled once per group"
 
     @torch.no_grad()
     def generate(self, model: torch.nn.Module, prompts: Sequence[str], params: SamplingParams) -> Rollout:

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from grpo.algorithms.advantages import compute_advantages, group_stats
+from grpo.algorithms.is_correction import importance_weights, logprob_mismatch
 from grpo.algorithms.kl import kl_divergence
 from grpo.algorithms.losses import policy_loss
 from grpo.algorithms.sampling import dynamic_sampling_keep, top_entropy_token_mask
@@ -131,6 +132,8 @@ class Batch:
     ref_logp: torch.Tensor | None = None  # [N, C] under the reference
     kl_penalty: torch.Tensor | None = None  # [N] sequence KL, when KL lives in the reward
     advantages: torch.Tensor | None = None  # [N]
+    # per micro-batch (sum, count, max) of |trainer - sampler| log-probs, when the engine reports them
+    mismatch: list[torch.Tensor] = field(default_factory=list)
 
 
 def old_and_reference_logprobs(ctx: RunContext, b: Batch) -> None:
@@ -158,7 +161,23 @@ def rewards_and_advantages(ctx: RunContext, b: Batch) -> None:
     b.advantages = batch_advantages(ctx.accelerator, rewards, ctx.cfg.rollout.group_size, a)
 
 
-def micro_batch_loss(ctx: RunContext, b: Batch, rows: slice) -> tuple[torch.Tensor, dict]:
+def sampler_correction(ctx: RunContext, b: Batch, rows: slice, logp: torch.Tensor, record: bool):
+    """Importance weights [n, C] for a sampler that is not the trainer (None: no correction), and the
+    mismatch of its log-probs with the trainer's: the old log-probs, else this forward's (on-policy)."""
+    sampler_logp, r = b.rollout.logprobs, ctx.cfg.rollout
+    if sampler_logp is None:
+        return None
+    trainer_logp = b.old_logp[rows] if b.old_logp is not None else logp.detach()
+    if record:  # once per rollout row (the first PPO epoch)
+        b.mismatch.append(
+            torch.stack(logprob_mismatch(trainer_logp, sampler_logp[rows], b.rollout.completion_mask[rows]))
+        )
+    if r.is_correction == "none":
+        return None
+    return importance_weights(trainer_logp, sampler_logp[rows], b.mask[rows], r.is_correction, r.is_cap)
+
+
+def micro_batch_loss(ctx: RunContext, b: Batch, rows: slice, record: bool = True) -> tuple[torch.Tensor, dict]:
     """The policy loss of one micro-batch (forward with grad)."""
     a = ctx.cfg.algorithm
     part = take(b.rollout, rows)
@@ -166,6 +185,8 @@ def micro_batch_loss(ctx: RunContext, b: Batch, rows: slice) -> tuple[torch.Tens
     token_weights = None
     if a.top_entropy_quantile < 1:
         token_weights = top_entropy_token_mask(entropy.detach(), b.mask[rows], a.top_entropy_quantile).float()
+    if (is_weights := sampler_correction(ctx, b, rows, logp, record)) is not None:
+        token_weights = is_weights if token_weights is None else token_weights * is_weights
     return policy_loss(
         logp,
         b.old_logp[rows] if b.old_logp is not None else logp.detach(),
@@ -194,12 +215,12 @@ def train_on(ctx: RunContext, b: Batch, optimizer, scheduler) -> tuple[dict[str,
     stats_sum: dict[str, float] = {}
     parts = chunks(len(b.prompts), ctx.cfg.trainer.gradient_accumulation_steps)
     grad_norm, stepped, all_stepped = 0.0, False, True
-    for _ in range(a.num_iterations):
+    for iteration in range(a.num_iterations):
         finite = True
         for rows in parts:
             with acc.accumulate(ctx.policy):
                 with ctx.timer.phase("policy_forward"):
-                    loss, stats = micro_batch_loss(ctx, b, rows)
+                    loss, stats = micro_batch_loss(ctx, b, rows, record=iteration == 0)
                     finite = finite and math.isfinite(loss.item())
                 grad_norm, stepped = update(ctx, loss, optimizer, scheduler, finite)
             for k, v in stats.items():
@@ -247,6 +268,10 @@ def step_metrics(ctx: RunContext, b: Batch, stats: dict[str, float], grad_norm: 
     }
     if b.kl_penalty is not None:
         metrics["train/kl"] = gathered(b.kl_penalty).mean().item()
+    if b.mismatch:  # the sampling engine's log-probs against the trainer's, over every process's tokens
+        parts = gathered(torch.stack(b.mismatch))  # [micro-batches x processes, 3]: sum, count, max
+        metrics["rollout/logprob_diff_mean"] = (parts[:, 0].sum() / parts[:, 1].sum().clamp(min=1)).item()
+        metrics["rollout/logprob_diff_max"] = parts[:, 2].max().item()
     return metrics
 
 
