@@ -28,7 +28,7 @@ from tests.helpers.vllm_setup import free_port
 class FakeServer:
     """Serves `model` on 127.0.0.1: /v1/models, adapter loading, and completions of one token."""
 
-    def __init__(self, model: str):
+    def __init__(self, model: str, answers_digits: bool = False):
         calls = self.calls = []
 
         class Handler(BaseHTTPRequestHandler):
@@ -49,8 +49,10 @@ class FakeServer:
             def do_POST(self):
                 payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 calls.append((self.path, payload))
-                if self.path == "/v1/completions":
-                    self.reply({"choices": [{"token_ids": [20, 1], "logprobs": {"token_logprobs": [-0.5, -0.1]}}]})
+                if self.path == "/v1/completions":  # one digit (its id 3 + seed % 3: "0", "1" or "2") and EOS
+                    digit = 3 + (payload.get("seed") or 0) % 3 if answers_digits else 20
+                    choice = {"token_ids": [digit, 1], "logprobs": {"token_logprobs": [-0.5, -0.1]}}
+                    self.reply({"choices": [choice]})
                 else:
                     self.reply("Success")
 
@@ -168,3 +170,40 @@ def test_rollout_keys_that_cannot_work_are_refused_before_the_run(overrides, mes
     proc = grpo_run(*overrides)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert message in proc.stdout + proc.stderr
+
+
+def metrics_of(out) -> dict:
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    return next(json.loads(line) for line in lines if "train/reward" in json.loads(line))
+
+
+def test_importance_correction_reweights_the_loss_by_the_samplers_logprobs(tmp_path):
+    """The stand-in reports log-probs far above the random model's (-0.5 against ~-4.6): the
+    mismatch is logged, and `truncate` scales each token's surrogate by exp(trainer - sampler)."""
+    server = FakeServer("/m", answers_digits=True)
+    try:
+        grad_norms = {}  # the step's gradient norm per correction
+        for mode in ("none", "truncate"):
+            out = tmp_path / mode
+            proc = grpo_run(
+                "task=numgame",
+                "schedule.rce_epochs=0",
+                "trainer.max_steps=1",
+                "algorithm.kl_beta=0",
+                "rollout.engine=vllm_server",
+                f"rollout.server_url={server.url}",
+                "rollout.server_model=/m",
+                f"rollout.is_correction={mode}",
+                "logger.log_every=1",
+                "eval.num_samples=4",
+                f"hydra.run.dir={out}",
+            )
+            assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+            m = metrics_of(out)
+            assert m["rollout/logprob_diff_mean"] > 1.0 and m["train/reward_std"] > 0
+            grad_norms[mode] = m["train/grad_norm"]
+        assert "mismatch corrected: truncate at 2" in proc.stdout + proc.stderr
+        # the same samples and advantages; weights ~ exp(-4) shrink the surrogate's gradient
+        assert 0 < grad_norms["truncate"] < 0.2 * grad_norms["none"]
+    finally:
+        server.stop()
