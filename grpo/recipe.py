@@ -32,7 +32,7 @@ from grpo.tracking.safe import SafeTracker
 
 log = logging.getLogger("grpo")
 ZERO_SPREAD_WARN = 0.5  # warn when more than half the groups carry no learning signal
-LOG_POINTS = 5  # a stage shorter than logger.log_every x this is still logged about this many times
+LOG_POINTS = 5  # a stage shorter than logger.log_every is still logged about this many times
 REWARD = "reward"  # one series over both stages: rce/reward, then train/reward (each kept as well)
 
 
@@ -258,8 +258,11 @@ class Recipe:
             self._evaluate()
 
     def _log_due(self, stage_steps: int, stage_end: int) -> bool:
-        """Every logger.log_every steps, or more often in a stage too short for LOG_POINTS; its last step."""
-        every = max(1, min(self.cfg.logger.log_every, stage_steps // LOG_POINTS))
+        """Every logger.log_every steps and at a stage's last step; a stage shorter than log_every
+        (a sweep's short trials) about LOG_POINTS times instead of once."""
+        every = self.cfg.logger.log_every
+        if stage_steps < every:
+            every = max(1, stage_steps // LOG_POINTS)
         return self.step % every == 0 or self.step == stage_end
 
     def _eval_due(self) -> bool:
