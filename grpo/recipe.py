@@ -254,7 +254,7 @@ class Recipe:
                 if (cfg.trainer.save_every and (grpo_index + 1) % cfg.trainer.save_every == 0) or is_last or best:
                     self._save("grpo", opt, sched, best=best)
                 self._check_early_stop(opt, sched)
-        if steps == 0 and self.step == rce_steps:
+        if steps == 0 and self.step == rce_steps and self.last_eval_step != self.step:  # not twice at one step
             self._evaluate()
 
     def _log_due(self, stage_steps: int, stage_end: int) -> bool:
