@@ -2,6 +2,7 @@
 
     python -m grpo.bench --model tiny                      # our step, 3 runs
     python -m grpo.bench --model small --vs trl --repeats 5
+    python -m grpo.bench --model small tiny_vllm --engine merged hf vllm --new-tokens 8 64 256   # side by side
 
 Ours is the real step: the components come from `Recipe.setup` on a composed config and each
 step is `grpo.stages.grpo.grpo_step`. TRL's is `GRPOTrainer` on the identical workload: the same
@@ -27,7 +28,7 @@ import subprocess
 import sys
 
 from grpo.benchmark.ours import run_ours
-from grpo.benchmark.report import ladder_table, report, table
+from grpo.benchmark.report import grid_cell, grid_table, ladder_table, report, table
 from grpo.benchmark.trl_trainer import run_trl
 
 
@@ -41,12 +42,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--model",
         nargs="+",
         default=["tiny"],
-        choices=["tiny", "small"],
+        choices=["tiny", "small", "tiny_vllm"],
         help="conf/model size(s); several: all interleaved in one run, a table each (default tiny)",
     )
     p.add_argument("--prompts", type=int, default=8, help="prompts per step (default 8)")
     p.add_argument("--group", type=int, default=4, help="completions per prompt (default 4)")
-    p.add_argument("--new-tokens", type=int, default=8, help="tokens generated per completion, all of them (default 8)")
+    p.add_argument(
+        "--new-tokens",
+        type=int,
+        nargs="+",
+        default=[8],
+        help="tokens generated per completion, all of them; several: a side-by-side table (default 8)",
+    )
     p.add_argument("--lora-rank", type=int, default=8, help="LoRA rank on q/k/v/o; alpha = 2 x rank (default 8)")
     p.add_argument("--kl", action=argparse.BooleanOptionalAction, default=True, help="k3 KL at beta 0.04 (default on)")
     p.add_argument("--steps", type=int, default=20, help="timed steps per run (default 20)")
@@ -55,9 +62,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--vs", choices=["trl"], default=None, help="also run TRL's GRPOTrainer, interleaved")
     p.add_argument(
         "--engine",
-        choices=["recipe", "hf", "merged"],
-        default="recipe",
-        help="ours: the rollout engine Recipe.setup builds (default), or HFGenerateEngine / MergedEngine",
+        nargs="+",
+        choices=["recipe", "hf", "merged", "vllm"],
+        default=["recipe"],
+        help="ours: the rollout engine Recipe.setup builds (default), or rollout.engine=hf|merged|vllm; "
+        "several: each in its own runs, a side-by-side table (vllm needs vLLM installed)",
     )
     p.add_argument(
         "--plain-decoder",
@@ -88,7 +97,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def spawn(impl: str, args: argparse.Namespace, model: str) -> dict:
+def spawn(impl: str, args: argparse.Namespace, model: str) -> dict:  # args: one engine, one length
     """One run in its own process; its last stdout line is the result as JSON."""
     flags = [
         "--model",
@@ -128,12 +137,17 @@ def spawn(impl: str, args: argparse.Namespace, model: str) -> dict:
 def main(argv: list[str] | None = None) -> dict | None:
     args = parse_args(argv)
     if args.worker:
-        args.model = args.model[0]
+        args.model, args.engine, args.new_tokens = args.model[0], args.engine[0], args.new_tokens[0]
         result = run_ours(args) if args.worker == "ours" else run_trl(args)
         print(json.dumps(result))
         return result
     if args.ladder and args.vs:
         raise SystemExit("--ladder compares our own variants; run --vs trl separately")
+    if len(args.engine) > 1 or len(args.new_tokens) > 1:
+        if args.ladder or args.vs:
+            raise SystemExit("several --engine or --new-tokens: a side-by-side table of ours; no --ladder or --vs")
+        return side_by_side(args)
+    args.engine, args.new_tokens = args.engine[0], args.new_tokens[0]
     impls = ["ours", "trl"] if args.vs == "trl" else ["ours"]
     runs = {model: {impl: [] for impl in impls} for model in args.model}
     for i in range(args.repeats):  # interleaved: each model, ours then trl, then the next repeat
@@ -149,6 +163,28 @@ def main(argv: list[str] | None = None) -> dict | None:
     for result in results.values():
         print((ladder_table if args.ladder else table)(result) + "\n")
     result = results[args.model[0]] if len(args.model) == 1 else {"models": results}
+    print(json.dumps(result))
+    if args.json_path:
+        with open(args.json_path, "w") as f:
+            json.dump(result, f, indent=2)
+    return result
+
+
+def side_by_side(args: argparse.Namespace) -> dict:
+    """Every engine at every length on every model, interleaved per repeat; one table."""
+    cells = [(m, n, e) for m in args.model for n in args.new_tokens for e in args.engine]
+    runs: dict[tuple, list[dict]] = {cell: [] for cell in cells}
+    for i in range(args.repeats):
+        for model, new_tokens, engine in cells:
+            one = argparse.Namespace(**{**vars(args), "engine": engine, "new_tokens": new_tokens})
+            run = spawn("ours", one, model)
+            runs[(model, new_tokens, engine)].append(run)
+            took = 1000 * run["step_time_s"]
+            print(
+                f"run {i + 1}/{args.repeats} {model} {new_tokens} tokens {engine}: {took:.1f} ms/step", file=sys.stderr
+            )
+    result = {"grid": [grid_cell(args, cell, runs[cell]) for cell in cells]}
+    print(grid_table(result) + "\n")
     print(json.dumps(result))
     if args.json_path:
         with open(args.json_path, "w") as f:

@@ -83,6 +83,7 @@ def ours_configurations(args: argparse.Namespace, ctx):
     from grpo.rollout.engine import HFGenerateEngine, MergedEngine
 
     engines = {"recipe": ctx.engine, "hf": HFGenerateEngine(ctx.tokenizer), "merged": MergedEngine(ctx.tokenizer)}
+    engines.setdefault(args.engine, ctx.engine)  # vllm: the one Recipe.setup built (rollout.engine=vllm)
     for engine in engines.values():
         if not hasattr(engine, "min_new_tokens"):
             raise SystemExit(f"{type(engine).__name__} cannot force full-length completions (no min_new_tokens)")

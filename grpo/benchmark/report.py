@@ -140,3 +140,27 @@ def report(args: argparse.Namespace, model: str, runs: dict[str, list[dict]]) ->
         ]
         result["median_ratio"] = statistics.median(p["ratio"] for p in result["pairs"])
     return result
+
+
+def grid_cell(args: argparse.Namespace, cell: tuple[str, int, str], runs: list[dict]) -> dict:
+    """One (model, new tokens, engine) of a side-by-side run: its medians over runs."""
+    model, new_tokens, engine = cell
+    return {"model": model, "new_tokens": new_tokens, "engine_choice": engine, **aggregate(runs)}
+
+
+def grid_table(result: dict) -> str:
+    """Engines side by side: a row per model and length, generation tokens/s and step time per engine."""
+    cells = result["grid"]
+    engines = list(dict.fromkeys(c["engine_choice"] for c in cells))
+    md = Table(columns=["model", "new tokens", *(f"{e} gen tok/s" for e in engines), *(f"{e} step" for e in engines)])
+    rows: dict[tuple, dict] = {}
+    for c in cells:
+        rows.setdefault((c["model"], c["new_tokens"]), {})[c["engine_choice"]] = c
+    for (model, new_tokens), by_engine in rows.items():
+        gen = [by_engine[e]["generation_tokens_per_s"] if e in by_engine else None for e in engines]
+        step = [by_engine[e]["step_time_s"] if e in by_engine else None for e in engines]
+        md.rows.append(
+            [model, new_tokens, *("-" if g is None else f"{g:.0f}" for g in gen)]
+            + ["-" if t is None else f"{1000 * t:.1f} ms" for t in step]
+        )
+    return to_markdown(md).rstrip("\n")

@@ -19,10 +19,22 @@ LADDER = {
 }
 
 
+CONTEXT = {"tiny": 64, "tiny_vllm": 64, "small": 128}  # conf/model's max_position_embeddings
+PROMPT_ROOM = 32  # a number-game prompt is ~12 tokens
+
+
 def overrides(args: argparse.Namespace, out_dir: str) -> list[str]:
-    """The workload as config overrides of `python -m grpo.run`."""
+    """The workload as config overrides of `python -m grpo.run`. A length past the model's context
+    widens the context (random weights: only the rotary table grows), so every token is generated."""
+    context = CONTEXT.get(args.model, 0)
     return [
         f"model={args.model}",
+        *(
+            [f"model.tiny.max_position_embeddings={args.new_tokens + PROMPT_ROOM}"]
+            if args.new_tokens + PROMPT_ROOM > context
+            else []
+        ),
+        *([f"rollout.engine={args.engine}"] if args.engine != "recipe" else []),
         "task=numgame",
         "logger=none",
         "trainer.resume=never",
