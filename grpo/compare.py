@@ -62,9 +62,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m grpo.compare",
         description="Tracked runs side by side: the params that differ across them, and their metrics.",
-        epilog="metrics: NAME (final value), NAME:best (max over the history), NAME:min, NAME:rce (at the end "
-        "of the RCE stage), NAME:gain (final minus :rce: what GRPO added). Runs that differ only in their seeds "
-        "are also summarised as mean ± sd (min–max) and drawn as a band. "
+        epilog="metrics: NAME (final value), NAME:best (max over the history), NAME:min, NAME:mean, "
+        "NAME:rce (at the end of the RCE stage), NAME:gain (final minus :rce: what GRPO added). "
+        "Runs that differ only in their seeds are also summarised as mean ± sd (min–max) and drawn as a band. "
         "examples: python -m grpo.compare --last 5 --plot;  "
         "python -m grpo.compare --parent <sweep run id> --sort val/accuracy:best;  "
         "python -m grpo.compare --study rce_grpo --tracking-uri http://mlflow:5000 --plot",

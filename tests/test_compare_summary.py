@@ -137,6 +137,16 @@ def test_stage_aggregates_give_grpo_its_share(store, capsys):
         assert row["val/accuracy (gain)"] == pytest.approx(history[6] - history[4])
 
 
+def test_mean_over_the_history(store, capsys):
+    from mlflow.tracking import MlflowClient
+
+    rows = compare_json(capsys, store, "--metrics", "rce/loss:mean")
+    client = MlflowClient(tracking_uri=store)
+    for row in rows:
+        values = [m.value for m in client.get_metric_history(row["id"], "rce/loss")]
+        assert len(values) == 4 and row["rce/loss (mean)"] == pytest.approx(statistics.fmean(values))
+
+
 def test_bands_average_the_curves_of_a_configuration(store, capsys, tmp_path):
     s = open_store(store)
     rows = build_rows(s, select_runs(s, experiments=["grpo-suite"]), [], [MetricSpec("val/accuracy")])

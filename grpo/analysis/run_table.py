@@ -17,7 +17,8 @@ from grpo.tables import MISSING, Table
 from grpo.tasks.lineage import PARAM_PREFIX, fingerprint
 
 DEFAULT_METRICS = ("val/accuracy", "val/accuracy:best", "val/reward", "train/reward", "train/kl", "time/total")
-AGGREGATES = ("final", "best", "min", "rce", "gain")  # latest value | max | min over the history | see STAGE_AGGREGATES
+# latest value | max | min | mean over the history | see STAGE_AGGREGATES
+AGGREGATES = ("final", "best", "min", "mean", "rce", "gain")
 # At the end of the RCE stage (step derived.rce_steps: with trainer.init_from and no RCE, the validation
 # before training, i.e. the checkpoint), and final minus that: what the GRPO stage added.
 STAGE_AGGREGATES = ("rce", "gain")
@@ -98,7 +99,8 @@ def parse_metric(text: str) -> MetricSpec:
         return MetricSpec(text)
     if agg not in AGGREGATES:
         raise CompareError(
-            f"metric {text!r}: unknown aggregate {agg!r} (use NAME, NAME:best, NAME:min, NAME:rce or NAME:gain)"
+            f"metric {text!r}: unknown aggregate {agg!r} "
+            "(use NAME, NAME:best, NAME:min, NAME:mean, NAME:rce or NAME:gain)"
         )
     return MetricSpec(name, agg)
 
@@ -130,6 +132,8 @@ def metric_value(store: Store, run, spec: MetricSpec) -> float | None:
     values = [v for _, v in store.history(run.info.run_id, spec.name)]
     if not values:
         return None
+    if spec.agg == "mean":
+        return sum(values) / len(values)
     return max(values) if spec.agg == "best" else min(values)
 
 
