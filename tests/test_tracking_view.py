@@ -111,8 +111,11 @@ def test_params_are_the_configuration_not_bookkeeping():
 
 # ------------------------------------------------------------------------------ tables, experiments
 def test_completions_are_registered_as_tables_and_experiments_open_on_runs(client, monkeypatch):
+    import mlflow
+
     from grpo.tracking.mlflow_run import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, MlflowTracker
 
+    monkeypatch.setattr(mlflow.tracking._tracking_service.utils, "_tracking_uri", None)  # set by other tests
     monkeypatch.setenv("MLFLOW_TRACKING_URI", client.tracking_uri)  # load_table searches the global store
 
     tracker = MlflowTracker(logger_cfg(client), "run", {})
