@@ -67,7 +67,8 @@ class Spread:
     def text(self) -> str:
         if self.sd is None:
             return fmt_metric(float(self.mean))
-        return f"{fmt_metric(self.mean)} ± {fmt_metric(self.sd)} ({fmt_metric(self.min)}–{fmt_metric(self.max)})"
+        sd = f"{self.sd:.2g}"  # two significant digits: the spread, not its spread
+        return f"{fmt_metric(self.mean)} ± {sd} ({fmt_metric(self.min)}–{fmt_metric(self.max)})"
 
     def record(self) -> dict[str, Any]:
         return {"n": self.n, "mean": self.mean, "sd": self.sd, "min": self.min, "max": self.max}
