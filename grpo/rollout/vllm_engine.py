@@ -52,6 +52,8 @@ _RELOAD_LOGGERS = (
     "vllm.model_executor.model_loader.reload.layerwise",
     "vllm.model_executor.model_loader.reload.inplace",
 )
+# ... and at start-up, without a tokenizer, a chat-template warm-up traceback and thread-setter notes
+_START_LOGGERS = ("vllm.renderers.base", "vllm.v1.worker.cpu_worker")
 
 
 def import_vllm(engine: str):
@@ -140,17 +142,23 @@ def shutdown(llm) -> None:
         logging.getLogger("grpo").debug("vLLM shutdown: %s", exc)
 
 
+class _BelowError(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR
+
+
 @contextmanager
-def quiet_reload():
-    loggers = [logging.getLogger(name) for name in _RELOAD_LOGGERS]
-    levels = [lg.level for lg in loggers]
+def quiet(names: Sequence[str]):
+    """vLLM's loggers `names` drop warnings for the block: they say nothing about this run. A filter,
+    not a level: vLLM reconfigures logging while it starts, which resets its loggers' levels."""
+    loggers, drop = [logging.getLogger(name) for name in names], _BelowError()
     for lg in loggers:
-        lg.setLevel(logging.ERROR)
+        lg.addFilter(drop)
     try:
         yield
     finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
+        for lg in loggers:
+            lg.removeFilter(drop)
 
 
 class VLLMEngine(HFGenerateEngine):
@@ -181,7 +189,7 @@ class VLLMEngine(HFGenerateEngine):
         self.syncs = 0
         self.lora_request = None
         base = vw.export_base(model, os.path.join(self.workdir, "base"))
-        with vw.preserved_rng():
+        with vw.preserved_rng(), quiet(_START_LOGGERS):
             self.llm = self.vllm.LLM(**self.engine_args(base, model, seed, context))
             if self.sleep:
                 self.llm.sleep(level=1)
@@ -249,7 +257,7 @@ class VLLMEngine(HFGenerateEngine):
             weights = vw.base_weights(model)
             if self.sync_mode == "merged":
                 weights.update(vw.merged_weights(model))
-            with quiet_reload():
+            with quiet(_RELOAD_LOGGERS):
                 self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(list(weights.items()))})
                 self.llm.collective_rpc(repack_tied_head)
             self.llm.reset_prefix_cache()

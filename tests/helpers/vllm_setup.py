@@ -42,6 +42,8 @@ def require_vllm():
 
 def tiny_vllm(lora: bool = False, dropout: float = 0.0):
     """(model, tokenizer): `model=tiny_vllm` with init seed 0, optionally with a LoRA adapter."""
+    import torch
+
     from grpo.config.schema import LoraConfig, ModelConfig, TinyArchConfig
     from grpo.models.load import load_model
     from grpo.models.lora import apply_lora
@@ -50,6 +52,7 @@ def tiny_vllm(lora: bool = False, dropout: float = 0.0):
         ModelConfig(name="tiny_vllm", tiny=TinyArchConfig(num_heads=2, num_kv_heads=1)), init_seed=0
     )
     if lora:
+        torch.manual_seed(0)  # peft draws A's init from the global generator: the same adapter every time
         model = apply_lora(model, LoraConfig(rank=8, alpha=16, dropout=dropout))
     return model, tok
 
