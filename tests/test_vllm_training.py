@@ -24,6 +24,10 @@ require_vllm()
 STEPS = 30
 NUMGAME = [
     "+experiment=numgame_tiny",
+    # plain GRPO as measured below, whatever numgame_tiny's own GRPO stage becomes (now DAPO, decay 0.3)
+    "algorithm=grpo",
+    "algorithm.kl_beta=0.0",
+    "trainer.optim.weight_decay=0.1",
     *TINY_VLLM,
     "schedule.rce_steps=0",
     "schedule.grpo_lr=3e-3",
