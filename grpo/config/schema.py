@@ -59,6 +59,31 @@ class GenerationConfig:
 
 
 @dataclass
+class ExperienceBufferConfig:
+    """Seed 000's experience buffer: the highest-reward (prompt, completion, reward) rows seen so far.
+
+    A GRPO group whose rewards are all equal carries no signal; a buffered success for that prompt
+    replaces one member so the group has a spread again (grpo/rollout/experience.py)."""
+
+    buffer_size: int = 0  # rows kept, best reward first; 0: off (seeds 000/001: 100; the old minimal: 20)
+    min_reward: float = 0.0  # only rows scoring above this are kept (a success, not any row)
+    per_prompt: int = 2  # rows kept per prompt, so one easy prompt cannot fill the buffer
+
+
+@dataclass
+class SwitchConfig:
+    enabled: bool = False
+
+
+@dataclass
+class PromptOptimizerConfig:
+    """AFlow's optimizer prompt: the policy's prompt carries the best workflows found so far for its domain."""
+
+    enabled: bool = False
+    num_examples: int = 2  # best workflows shown per prompt
+
+
+@dataclass
 class RolloutConfig:
     batch_size: int = 8  # prompts per optimizer step, global across processes
     group_size: int = 4  # completions per prompt (G)
@@ -86,6 +111,28 @@ class RolloutConfig:
     server_timeout: float = 120.0  # seconds one request may take
     server_retries: int = 5  # attempts to reach the server before the run stops (waits 1, 2, 4 ... s)
     sync_dir: str | None = None
+    experience_buffer: ExperienceBufferConfig = field(default_factory=ExperienceBufferConfig)
+    prompt_optimizer: PromptOptimizerConfig = field(default_factory=PromptOptimizerConfig)
+    # The operators' descriptions (reward.executor.operator_descriptions_path) go into the policy's prompt.
+    operator_prompt_enhancer: SwitchConfig = field(default_factory=SwitchConfig)
+
+
+@dataclass
+class ExecutorConfig:
+    """The executor LLM that runs AFlow workflows' operators, over any OpenAI-compatible API."""
+
+    model: str = "gpt-4o-mini"
+    base_url: str | None = None  # null: the openai client's default (OPENAI_BASE_URL or OpenAI's)
+    api_key_env: str = "OPENAI_API_KEY"  # the key is read from this variable, never logged
+    temperature: float = 0.0
+    max_tokens: int = 4096
+    timeout: float = 180.0  # seconds per request
+    max_concurrency: int = 8  # requests in flight at once
+    max_retries: int = 3  # on 429, 5xx and timeouts, with exponential backoff
+    cache: str = "read_write"  # off | read_write | read_only (replay without the server)
+    cache_path: str | None = None  # null: <output dir>/executor_cache.sqlite (stored with the run)
+    config_path: str | None = None  # seed 003's aflow_llm.yaml (informational)
+    operator_descriptions_path: str = "experiments/aflow_operators.yaml"
 
 
 @dataclass
@@ -111,6 +158,7 @@ class RewardConfig:
     execution_timeout: float = 10.0  # seconds per code execution (the seeds' AFlow used 180)
     execution_memory_mb: int = 512
     execution_workers: int = 2  # code executions run in parallel, at most this many at once
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
 
 
 @dataclass
@@ -121,6 +169,15 @@ class TemperatureScheduleConfig:
     initial: float = 0.5
     final: float = 0.15
     decay_steps: int = 150  # seed 003 calls it temperature_schedule.warmup_steps
+
+
+@dataclass
+class GrpoTopKConfig:
+    """Seed 004: how many of a prompt's highest-scored offline candidates a GRPO group draws from."""
+
+    early: int | None = None  # null: every candidate (seed 004's plan: 3)
+    late: int | None = None  # after switch_epoch (seed 004's plan: 5)
+    switch_epoch: float = 1.0  # GRPO epochs before `late` applies (the seed does not state it)
 
 
 @dataclass
@@ -135,6 +192,7 @@ class ScheduleConfig:
     lr_scheduler: str = "cosine"  # constant | linear | cosine (after warm-up)
     min_lr_ratio: float = 0.0
     temperature: TemperatureScheduleConfig = field(default_factory=TemperatureScheduleConfig)
+    grpo_top_k: GrpoTopKConfig = field(default_factory=GrpoTopKConfig)
 
 
 @dataclass

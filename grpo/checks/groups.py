@@ -1,14 +1,9 @@
-"""Range rules: a bad value stops the run before anything starts, with one line naming it.
-
-Types and unknown keys are enforced by the schema at compose time; these are the rules a type
-cannot express. `check` raises the first violation as a `ConfigError`; one function per config group.
-"""
+"""The range rules of the original config groups, one function per group (grpo/checks/__init__.py runs them)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable
 
 from grpo.algorithms.names import ADVANTAGE_ESTIMATORS as ADV_ESTIMATORS
 from grpo.algorithms.names import (
@@ -24,6 +19,10 @@ from grpo.algorithms.names import (
 )
 from grpo.algorithms.names import KL_ESTIMATORS as _KL
 from grpo.algorithms.names import KL_VERL_ALIASES as _VERL_ALIASES
+from grpo.checks.rules import at_least as _at_least
+from grpo.checks.rules import one_of as _one_of
+from grpo.checks.rules import positive as _positive
+from grpo.checks.rules import require as _require
 from grpo.config.errors import ConfigError
 from grpo.config.schema import RunConfig
 from grpo.rewards.components import COMPONENTS, resolve
@@ -41,43 +40,7 @@ QUALITY_SOURCES = ("policy", "file")
 MIXED_PRECISION = ("no", "bf16", "fp16")
 
 
-def _require(ok: bool, key: str, value: Any, rule: str) -> None:
-    if not ok:
-        raise ConfigError(key, value, rule)
-
-
-def _one_of(key: str, value: Any, allowed: Iterable[str]) -> None:
-    allowed = tuple(allowed)
-    _require(value in allowed, key, value, f"must be one of {', '.join(allowed)}")
-
-
-def _positive(key: str, value: float) -> None:
-    _require(value is not None and value > 0 and math.isfinite(value), key, value, "must be > 0")
-
-
-def _at_least(key: str, value: float, low: float, why: str = "") -> None:
-    _require(value is not None and value >= low, key, value, f"must be >= {low}{why}")
-
-
-def check(
-    cfg: RunConfig, *, grpo_steps: int, warmup_steps: int, domains_of: Callable[[str], tuple[str, ...]] | None = None
-) -> None:
-    """Raise `ConfigError` for the first rule `cfg` breaks."""
-    _check_generation(cfg)
-    _check_rollout(cfg, grpo_steps)
-    _check_lora(cfg)
-    _check_schedule(cfg, grpo_steps, warmup_steps)
-    _check_algorithm(cfg)
-    _check_reward(cfg)
-    _check_reward_needs(cfg)
-    _check_task(cfg, domains_of)
-    _check_trainer(cfg)
-    _check_eval(cfg)
-    _check_logger(cfg)
-    _one_of("model.tiny.architecture", cfg.model.tiny.architecture, ARCHITECTURES)
-
-
-def _check_generation(cfg: RunConfig) -> None:
+def check_generation(cfg: RunConfig) -> None:
     g = cfg.generation
     _at_least("generation.temperature", g.temperature, 0, " (0 samples greedily)")
     _require(0 < g.top_p <= 1, "generation.top_p", g.top_p, "must be in (0, 1]")
@@ -85,7 +48,7 @@ def _check_generation(cfg: RunConfig) -> None:
     _at_least("generation.max_new_tokens", g.max_new_tokens, 1)
 
 
-def _check_rollout(cfg: RunConfig, grpo_steps: int) -> None:
+def check_rollout(cfg: RunConfig, grpo_steps: int) -> None:
     r = cfg.rollout
     _at_least("rollout.batch_size", r.batch_size, 1)
     if grpo_steps > 0:
@@ -135,7 +98,7 @@ def _check_rollout(cfg: RunConfig, grpo_steps: int) -> None:
         )
 
 
-def _check_lora(cfg: RunConfig) -> None:
+def check_lora(cfg: RunConfig) -> None:
     lora = cfg.lora
     if not lora.enabled:
         return
@@ -145,7 +108,7 @@ def _check_lora(cfg: RunConfig) -> None:
     _require(len(lora.target_modules) > 0, "lora.target_modules", lora.target_modules, "must name at least one module")
 
 
-def _check_schedule(cfg: RunConfig, grpo_steps: int, warmup_steps: int) -> None:
+def check_schedule(cfg: RunConfig, grpo_steps: int, warmup_steps: int) -> None:
     s = cfg.schedule
     _positive("schedule.rce_lr", s.rce_lr)
     _positive("schedule.grpo_lr", s.grpo_lr)
@@ -168,7 +131,7 @@ def _check_schedule(cfg: RunConfig, grpo_steps: int, warmup_steps: int) -> None:
         _at_least("schedule.temperature.decay_steps", s.temperature.decay_steps, 1)
 
 
-def _check_algorithm(cfg: RunConfig) -> None:
+def check_algorithm(cfg: RunConfig) -> None:
     a = cfg.algorithm
     _one_of("algorithm.adv_estimator", a.adv_estimator, ADV_ESTIMATORS)
     _one_of("algorithm.scale_rewards", a.scale_rewards, SCALE_REWARDS)
@@ -196,7 +159,7 @@ def _check_algorithm(cfg: RunConfig) -> None:
     _positive("algorithm.rce.tau", a.rce.tau)
 
 
-def _check_reward(cfg: RunConfig) -> None:
+def check_reward(cfg: RunConfig) -> None:
     """The reward's own settings: type, components, custom functions, tiers, code execution."""
     r = cfg.reward
     _one_of("reward.aggregation", r.aggregation, AGGREGATION_MODES)
@@ -234,7 +197,7 @@ def _check_reward(cfg: RunConfig) -> None:
     _one_of("reward.quality_source", r.quality_source, QUALITY_SOURCES)
 
 
-def _check_reward_needs(cfg: RunConfig) -> None:
+def check_reward_needs(cfg: RunConfig) -> None:
     """What the Lever / offline-candidate options need from the other groups."""
     r, rce, t = cfg.reward, cfg.algorithm.rce, cfg.task
     if r.type == "lever" and r.quality_source == "file":
@@ -262,7 +225,7 @@ def _check_reward_needs(cfg: RunConfig) -> None:
         )
 
 
-def _check_task(cfg: RunConfig, domains_of: Callable[[str], tuple[str, ...]] | None) -> None:
+def check_task(cfg: RunConfig, domains_of: Callable[[str], tuple[str, ...]] | None) -> None:
     t = cfg.task
     _at_least("task.train_size", t.train_size, 1)
     _at_least("task.val_size", t.val_size, 1)
@@ -294,7 +257,7 @@ def _check_task(cfg: RunConfig, domains_of: Callable[[str], tuple[str, ...]] | N
         )
 
 
-def _check_trainer(cfg: RunConfig) -> None:
+def check_trainer(cfg: RunConfig) -> None:
     tr = cfg.trainer
     if tr.max_steps is None:
         _require(
@@ -317,7 +280,7 @@ def _check_trainer(cfg: RunConfig) -> None:
     _at_least("trainer.optim.momentum", tr.optim.momentum, 0)
 
 
-def _check_eval(cfg: RunConfig) -> None:
+def check_eval(cfg: RunConfig) -> None:
     ev, es = cfg.eval, cfg.eval.early_stopping
     _one_of("eval.early_stopping.mode", es.mode, ("max", "min"))
     _at_least("eval.early_stopping.patience", es.patience, 1)
@@ -340,6 +303,6 @@ def _check_eval(cfg: RunConfig) -> None:
     )
 
 
-def _check_logger(cfg: RunConfig) -> None:
+def check_logger(cfg: RunConfig) -> None:
     _one_of("logger.backend", cfg.logger.backend, LOGGER_BACKENDS)
     _at_least("logger.log_every", cfg.logger.log_every, 1)
