@@ -111,12 +111,14 @@ def build_training_context(
     accelerator: Accelerator,
     resume_path: str | None = None,
     weights_key: str = "trainer.resume",
+    output_dir: str | None = None,
 ) -> RunContext:
     """The policy (LoRA applied, a checkpoint's weights loaded, prepared), its reference, the task,
     the sampler and the scorer of a training run. The order keeps the random stream as it was.
 
     `resume_path`: the checkpoint whose weights to load, named by `weights_key` (trainer.resume,
-    or trainer.init_from for weights only). The tiny model's init is derived.model_init_seed."""
+    or trainer.init_from for weights only). The tiny model's init is derived.model_init_seed.
+    `output_dir`: the run's directory (the executor LLM's reply cache goes there)."""
     from grpo.checkpoint import load_weights
     from grpo.models.load import load_model
     from grpo.models.lora import apply_lora, reference_context
@@ -141,7 +143,7 @@ def build_training_context(
         policy=policy,
         tokenizer=tokenizer,
         engine=engine,
-        scorer=RewardScorer(cfg.reward),
+        scorer=RewardScorer(cfg.reward, output_dir),  # the executor's reply cache, if any, is kept in output_dir
         task=task,
         kl_ctrl=kl_controller(a.kl_ctrl, a.kl_beta, a.kl_target, a.kl_horizon),
         max_new_tokens=max_new,

@@ -95,7 +95,7 @@ class Recipe:
         if resume_state:
             check_compatible(resume_path, resume_state, self.flat_config())
         weights, key = (resume_path, "trainer.resume") if resume_path else (self._init_from(), "trainer.init_from")
-        self.ctx = build_training_context(cfg, self.derived, acc, weights, key)
+        self.ctx = build_training_context(cfg, self.derived, acc, weights, key, output_dir=self.output_dir)
         self.sampler = BatchSampler(self.ctx.task.train, cfg.task.domain_ratios, seed=self.derived.data_seed)
         self._start_tracking(resume_state.get("mlflow_run_id") if resume_state else None)
         self.resume_training = ckpt.load_training(resume_path) if resume_path else None

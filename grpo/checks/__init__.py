@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from grpo.checks.executor import check_executor
 from grpo.checks.groups import (
     ARCHITECTURES,
     check_algorithm,
@@ -38,6 +39,7 @@ def check(
     check_algorithm(cfg)
     check_reward(cfg)
     check_reward_needs(cfg)
+    check_executor(cfg)
     check_task(cfg, domains_of)
     check_trainer(cfg)
     check_eval(cfg)

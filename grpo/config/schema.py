@@ -136,6 +136,21 @@ class ExecutorConfig:
 
 
 @dataclass
+class JudgeConfig:
+    """reward=llm_judge: the executor LLM grades each completion (grpo/rewards/llm_judge.py). The template's
+    fields: {prompt}, {completion}, {answer} (the reference answer; "(none)" where the task has none), {scale}."""
+
+    template: str = (
+        "Grade the response to the problem below.\nProblem:\n{prompt}\nReference answer: {answer}\nResponse:\n"
+        "{completion}\nRate the response from 0 to {scale}: {scale} when it is fully correct, 0 when it is wrong "
+        "or empty.\nReply with one line: Score: <number>."
+    )
+    system: str | None = None  # a system message before the template, when set
+    scale: float = 10.0  # the judge's score is divided by this: "Score: 7" on 0-10 -> 0.7 (clipped to [0, 1])
+    pattern: str = r"Score:\s*(-?\d+(?:\.\d+)?)"  # the score is group 1 of the last match (case-insensitive)
+
+
+@dataclass
 class RewardConfig:
     # weighted: sum_k weights[k] * component_k.  lever: alpha * quality + beta * correctness.
     # tiered: seed 003's 5-tier reward (grpo/rewards/tiered.py), one value of `tiers` per completion.
@@ -159,6 +174,7 @@ class RewardConfig:
     execution_memory_mb: int = 512
     execution_workers: int = 2  # code executions run in parallel, at most this many at once
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
 
 
 @dataclass

@@ -5,6 +5,8 @@
 where `columns` are aligned lists: answer, domain, truncated (no EOS before the length
 limit), answer_pattern (regex of a well-formed answer), completion_logp_mean (mean token
 log-prob under the policy) and the reward config's options (numeric_tolerance, ...).
+A component that calls the executor LLM says so with `fn.needs_executor = True`; the scorer
+then passes its `ExecutorClient` (grpo/rewards/executor.py) as `executor=`.
 Rows scored against an offline candidates file also carry candidate_score and
 candidate_correct (None where the completion is not one of the file's candidates).
 """
@@ -17,8 +19,10 @@ import math
 import re
 from collections.abc import Callable
 
+from grpo.rewards.aflow.components import AFLOW_COMPONENTS
 from grpo.rewards.answers import is_correct, predicted_answer
 from grpo.rewards.code_exec import code_exec, execute
+from grpo.rewards.llm_judge import llm_judge
 from grpo.rewards.tiered import tiered
 
 RewardFn = Callable[..., list[float]]
@@ -122,6 +126,9 @@ COMPONENTS: dict[str, RewardFn] = {
     "code_exec": code_exec,  # grpo/rewards/code_exec.py: pass fraction of the item's tests, sandboxed
     "solved": solved,
     "tiered": tiered,  # grpo/rewards/tiered.py: seed 003's 5 tiers
+    # grpo/rewards/aflow/components.py: the completion is a workflow, run with the executor (task=aflow)
+    **AFLOW_COMPONENTS,
+    "llm_judge": llm_judge,  # grpo/rewards/llm_judge.py: the executor LLM grades it (reward.judge)
 }
 
 

@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 BACKOFF_BASE = 0.5  # seconds before the first retry; doubles each retry
 BACKOFF_CAP = 8.0
 CACHE_MODES = ("off", "read_write", "read_only")
+TRANSPORT_LOGGERS = ("httpx", "httpx2")  # the openai client's HTTP layer
 
 Messages = list[dict[str, str]]
 
@@ -145,6 +146,9 @@ class ExecutorClient:
     def __init__(self, cfg: ExecutorConfig, cache_path: str | None = None):
         import openai
 
+        for name in TRANSPORT_LOGGERS:  # one INFO line per request otherwise; a level set by the user stays
+            if logging.getLogger(name).level == logging.NOTSET:
+                logging.getLogger(name).setLevel(logging.WARNING)
         if cfg.cache not in CACHE_MODES:
             raise ConfigError("reward.executor.cache", cfg.cache, f"must be one of {', '.join(CACHE_MODES)}")
         self.cfg, self.mode = cfg, cfg.cache

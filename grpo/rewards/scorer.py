@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 
 import torch
@@ -10,6 +11,7 @@ import torch
 from grpo.algorithms.rewards_agg import combine_rewards
 from grpo.config.schema import RewardConfig
 from grpo.rewards.components import resolve
+from grpo.rewards.executor import ExecutorClient
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +34,15 @@ class Scores:
         )
 
 
+CACHE_FILE = "executor_cache.sqlite"  # in the run's output directory unless reward.executor.cache_path names one
+
+
 class RewardScorer:
-    def __init__(self, cfg: RewardConfig):
+    """Runs the components and combines them. When one of them calls the executor LLM
+    (`fn.needs_executor`), the scorer holds the one `ExecutorClient` of the run and passes it as
+    `executor=`; its cache lives in `output_dir` unless `reward.executor.cache_path` is set."""
+
+    def __init__(self, cfg: RewardConfig, output_dir: str | None = None):
         if cfg.type == "lever":
             # quality: the policy's confidence, or the candidate's score in the offline file (beam_score)
             quality = "beam_score" if cfg.quality_source == "file" else "quality"
@@ -56,11 +65,21 @@ class RewardScorer:
         self.errors_seen: set[str] = set()
         self.aggregation = cfg.aggregation
         self.functions = {name: resolve(name, dict(cfg.custom)) for name in self.weights}
+        self.executor: ExecutorClient | None = None
+        if any(getattr(fn, "needs_executor", False) for fn in self.functions.values()):
+            cache = os.path.join(output_dir, CACHE_FILE) if output_dir else None
+            self.executor = ExecutorClient(cfg.executor, cache)
+            self.options.update(executor=self.executor, judge=cfg.judge)
 
     @property
     def needs_logp(self) -> bool:
         """Lever's quality is the policy's confidence: the caller must supply log-probs."""
         return "quality" in self.weights
+
+    def drain_metrics(self) -> dict[str, float]:
+        """The executor's use since the last drain (reward/executor_calls, _tokens, _cache_hit_rate,
+        _failures, _retries, and its callers' counts); empty when no component calls it."""
+        return self.executor.drain_stats().metrics() if self.executor is not None else {}
 
     def _run(self, name: str, prompts: list[str], completions: list[str], columns: dict) -> tuple[list[float], int]:
         fn = self.functions[name]

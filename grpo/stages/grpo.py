@@ -304,7 +304,7 @@ def grpo_step(
         measured_kl = stats.get("kl", float(b.kl_penalty.mean()) if b.kl_penalty is not None else None)
         if measured_kl is not None:
             ctx.kl_ctrl.update(measured_kl, 1)
-        metrics = {**step_metrics(ctx, b, stats, grad_norm, stepped, scheduler), **info}
+        metrics = {**step_metrics(ctx, b, stats, grad_norm, stepped, scheduler), **info, **ctx.scorer.drain_metrics()}
     metrics["train/step_time"] = timer["step"]
     samples = [
         {"prompt": p, "completion": c, "reward": float(r)}

@@ -134,6 +134,7 @@ def rce_step(ctx: RunContext, batch: Sequence[Example], optimizer, scheduler) ->
         "rce/lr": scheduler.get_last_lr()[0],
         "rce/grad_norm": grad_norm,
         "rce/skipped": float(not stepped),
+        **ctx.scorer.drain_metrics(),
     }
     if keep is not None:
         metrics["rce/kept_frac"] = (keep & shown).sum().item() / max(int(shown.sum()), 1)
