@@ -161,7 +161,9 @@ class ExecutorClient:
                 "reward.executor.cache", "read_only", "needs reward.executor.cache_path (no run directory here)"
             )
         if self.mode == "read_write" and not path:
-            log.warning("executor: no run directory to keep the cache in; replies are not cached")
+            log.warning(
+                "executor: no run directory here, replies are not cached (reward.executor.cache_path keeps them)"
+            )
         self.cache = ReplyCache(path, self.mode == "read_only") if self.mode != "off" and path else None
         self.cache_path = path if self.cache is not None else None
         self._slots = threading.BoundedSemaphore(cfg.max_concurrency)
