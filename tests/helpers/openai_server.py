@@ -114,6 +114,7 @@ class OpenAIServer:
     def start(self) -> OpenAIServer:
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._httpd.daemon_threads = True
+        self._httpd.block_on_close = False  # stop() does not wait for a scripted sleep to end
         threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         return self
 
