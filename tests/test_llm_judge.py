@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from grpo.compose import compose
+from grpo.config.errors import explain
 from grpo.config.schema import ExecutorConfig, JudgeConfig
 from grpo.rewards.executor import ExecutorClient
 from grpo.rewards.llm_judge import judge_prompt, llm_judge, parse_score
@@ -39,6 +41,31 @@ def test_judge_against_the_server():
         metrics = executor.drain_stats().metrics()
     assert metrics["reward/judge_unparsed"] == 1 and metrics["reward/executor_failures"] == 1
     assert metrics["reward/executor_calls"] == 5
+
+
+@pytest.mark.parametrize(
+    "override,key,rule",
+    [
+        ("reward.executor.cache=sometimes", "reward.executor.cache", "off, read_write, read_only"),
+        ("reward.executor.timeout=0", "reward.executor.timeout", "> 0"),
+        ("reward.executor.max_tokens=0", "reward.executor.max_tokens", "> 0"),
+        ("reward.executor.max_concurrency=0", "reward.executor.max_concurrency", "> 0"),
+        ("reward.executor.max_retries=-1", "reward.executor.max_retries", ">= 0"),
+        ("reward.executor.temperature=-0.5", "reward.executor.temperature", ">= 0"),
+        ("reward.executor.api_key_env=sk-abc", "reward.executor.api_key_env", "environment variable"),
+        ("reward.executor.cache=read_only", "reward.executor.cache_path", "no such file"),
+        ("reward.judge.scale=0", "reward.judge.scale", "> 0"),
+        ("reward.judge.pattern=Score", "reward.judge.pattern", "group"),
+        ("reward.judge.template='grade it'", "reward.judge.template", "{completion}"),
+        ("reward.judge.template='{foo} {completion}'", "reward.judge.template", "may use only {prompt}"),
+    ],
+)
+def test_bad_executor_and_judge_keys_are_one_line(override, key, rule, tmp_path):
+    extra = [f"reward.executor.cache_path={tmp_path}/missing.sqlite"] if "read_only" in override else []
+    with pytest.raises(Exception) as info:
+        compose(["reward=llm_judge", override, *extra])
+    line = explain(info.value)
+    assert "\n" not in line and key in line and rule in line, line
 
 
 RUN = [
