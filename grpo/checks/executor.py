@@ -46,13 +46,14 @@ def check_judge(cfg: RunConfig) -> None:
     except re.error as exc:
         require(False, "reward.judge.pattern", j.pattern, f"is not a regular expression ({exc})")
     require(pattern.groups >= 1, "reward.judge.pattern", j.pattern, "needs a group capturing the number: (\\d+)")
+    shown = j.template if len(j.template) <= 40 else j.template[:40] + "..."
     try:
         j.template.format(**{name: "" for name in TEMPLATE_FIELDS})
     except (KeyError, IndexError, ValueError) as exc:
         require(
             False,
             "reward.judge.template",
-            j.template[:40] + "...",
+            shown,
             f"may use only {{prompt}}, {{completion}}, {{answer}}, {{scale}} ({type(exc).__name__}: {exc})",
         )
-    require("{completion}" in j.template, "reward.judge.template", j.template[:40] + "...", "must contain {completion}")
+    require("{completion}" in j.template, "reward.judge.template", shown, "must contain {completion}")
