@@ -21,6 +21,7 @@ from grpo.config.schema import AlgorithmConfig, RunConfig, TrainerConfig
 from grpo.models.load import context_length
 from grpo.rewards.scorer import RewardScorer
 from grpo.rollout.engine import RolloutEngine
+from grpo.rollout.prompts import Prompts
 from grpo.rollout.tokens import TokenIds
 from grpo.tasks.base import Example, Task
 from grpo.timing import StepTimer
@@ -43,6 +44,7 @@ class RunContext:
     reference: Reference | None = None  # None: no KL term reads a reference (see needs_reference)
     token_ids: TokenIds | None = None  # the tokenizer's ids, each string tokenized once (built from `tokenizer`)
     timer: StepTimer = field(default_factory=StepTimer)
+    prompts: Prompts = field(default_factory=Prompts)  # what the policy is prompted with (grpo/rollout/prompts.py)
 
     def __post_init__(self) -> None:
         if self.token_ids is None:
@@ -122,6 +124,7 @@ def build_training_context(
     from grpo.checkpoint import load_weights
     from grpo.models.load import load_model
     from grpo.models.lora import apply_lora, reference_context
+    from grpo.tasks.aflow import as_prompted, build_prompts
     from grpo.tasks.registry import build_task
 
     model, tokenizer = load_model(cfg.model, init_seed=derived.model_init_seed)
@@ -131,9 +134,14 @@ def build_training_context(
     reference = reference_context(model, cfg.lora.enabled) if needs_reference(cfg.algorithm) else None
     policy = accelerator.prepare(model)
     task = build_task(cfg.task)
+    prompts = build_prompts(cfg.task, cfg.rollout, cfg.reward.executor.operator_descriptions_path)
     max_new, context = generation_budget(
-        cfg.generation.max_new_tokens, accelerator.unwrap_model(policy), tokenizer, (*task.train, *task.val)
+        cfg.generation.max_new_tokens,
+        accelerator.unwrap_model(policy),
+        tokenizer,
+        as_prompted(prompts, (*task.train, *task.val)),
     )
+    prompts.limit(context - max_new, lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"]))
     a = cfg.algorithm
     engine = build_engine(cfg, accelerator.unwrap_model(policy), tokenizer, context)
     return RunContext(
@@ -149,4 +157,5 @@ def build_training_context(
         max_new_tokens=max_new,
         reference=reference,
         token_ids=engine.token_ids,  # one cache per run: the engine's prompts and RCE's candidates
+        prompts=prompts,
     )

@@ -54,7 +54,7 @@ log = logging.getLogger("grpo.eval")
 def split_examples(comp: Composition, task, split: str) -> list[Example]:
     if split == "val":
         return list(task.val)
-    if comp.cfg.task.name != "jsonl":
+    if comp.cfg.task.name not in ("jsonl", "aflow"):
         raise ConfigError(
             "--split", split, f"task '{comp.cfg.task.name}' has a val split only (test splits come from task.test_path)"
         )
@@ -84,7 +84,12 @@ def build_context(comp: Composition, checkpoint: str | None, task, examples: Seq
             checkpoint, dtype=torch.bfloat16 if cfg.model.bf16 else torch.float32
         )
     model = model.to(acc.device).eval()
-    max_new, _ = generation_budget(cfg.generation.max_new_tokens, model, tokenizer, (*task.train, *task.val, *examples))
+    from grpo.tasks.aflow import as_prompted, build_prompts
+
+    prompts = build_prompts(cfg.task, cfg.rollout, cfg.reward.executor.operator_descriptions_path)
+    everything = as_prompted(prompts, (*task.train, *task.val, *examples))
+    max_new, context = generation_budget(cfg.generation.max_new_tokens, model, tokenizer, everything)
+    prompts.limit(context - max_new, lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"]))
     return RunContext(
         cfg=cfg,
         derived=comp.derived,
@@ -96,6 +101,7 @@ def build_context(comp: Composition, checkpoint: str | None, task, examples: Seq
         task=task,
         kl_ctrl=FixedKLController(0.0),
         max_new_tokens=max_new,
+        prompts=prompts,  # AFlow's prompt (the operator descriptions when enabled; no best workflows yet)
     )
 
 

@@ -20,6 +20,7 @@ are listed below with the reason.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -36,12 +37,19 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from grpo.compose import CONF_DIR, compose, finish, register, without_hydra  # noqa: E402
+from tests.helpers.openai_server import OpenAIServer  # noqa: E402
 from tests.helpers.subprocess_env import child_env  # noqa: E402  (after the path insert)
 
 # Directories under conf/ that Hydra never composes.
 NOT_GROUPS = {
     "accelerate": "accelerate's own launcher config (`accelerate launch --config_file conf/accelerate/ddp.yaml`), "
     "read by accelerate, not a Hydra group",
+}
+
+# Folders inside a group that hold data its options read, not options (conf/experiment -> experiments/).
+DATA_DIRS = {
+    "experiment/data": "the experiments' data (experiments/data/: JSONL records, AFlow's operator descriptions "
+    "in experiments/data/aflow/operators.yaml), read by runs, never composed",
 }
 
 # Options that cannot compose alone, for a good reason: the extra overrides that make them compose.
@@ -56,6 +64,16 @@ NEEDS = {
         ],
         "the jsonl task reads its records from task.train_path, which has no default (null): "
         "alone it stops with a ConfigError naming task.train_path",
+    ),
+    "task=aflow": (
+        [
+            "task.train_path=experiments/data/aflow/train.jsonl",
+            "task.val_path=experiments/data/aflow/val.jsonl",
+            "task.train_size=60",
+            "task.val_size=16",
+            "eval.num_samples=16",
+        ],
+        "the aflow task reads jsonl records too (task.train_path has no default)",
     ),
 }
 
@@ -90,6 +108,10 @@ def cases() -> list:
         top = path.relative_to(CONF_DIR).parts[0]
         if top in NOT_GROUPS:
             params.append(pytest.param([], id=rel, marks=pytest.mark.skip(reason=f"{rel}: {NOT_GROUPS[top]}")))
+            continue
+        data = next((d for d in DATA_DIRS if rel.startswith(d + "/")), None)
+        if data is not None:
+            params.append(pytest.param([], id=rel, marks=pytest.mark.skip(reason=f"{rel}: {DATA_DIRS[data]}")))
             continue
         override = override_of(path)
         if override is None:
@@ -230,12 +252,32 @@ SHRINK = [
 MAX_NEW_TOKENS = 8  # completions are capped at this; shorter settings are kept
 
 
+def needs_executor(cfg) -> bool:
+    """Whether a component the run weighs calls the executor LLM."""
+    from grpo.checks.aflow import scored_components
+    from grpo.rewards.components import resolve
+
+    custom = dict(cfg.reward.custom)
+    return any(getattr(resolve(n, custom), "needs_executor", False) for n in scored_components(cfg))
+
+
+@pytest.fixture
+def stack():
+    with contextlib.ExitStack() as s:
+        yield s
+
+
 @pytest.mark.parametrize("name", EXPERIMENTS)
-def test_one_real_step_per_experiment(tmp_path, name):
+def test_one_real_step_per_experiment(tmp_path, name, stack):
     from grpo.recipe import Recipe
 
     full = compose([f"+experiment={name}"])
     overrides = [f"+experiment={name}", *SHRINK, f"trainer.output_dir={tmp_path}"]
+    if full.cfg.model.name_or_path is not None:  # aflow_full / aflow_minimal name the 7B: the step runs on tiny
+        overrides.append("model=tiny")
+    if needs_executor(full.cfg):  # the executor LLM (AFlow's operators) is our test server on 127.0.0.1
+        executor = stack.enter_context(OpenAIServer())
+        overrides.append(f"reward.executor.base_url={executor.url}")
     # one step of each stage the experiment has, none of a stage it has not (lever_rce_only: no GRPO)
     if full.derived.rce_steps:
         overrides.append("schedule.rce_steps=1")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from grpo.checks.aflow import check_aflow
 from grpo.checks.executor import check_executor
 from grpo.checks.groups import (
     ARCHITECTURES,
@@ -41,6 +42,7 @@ def check(
     check_reward_needs(cfg)
     check_executor(cfg)
     check_task(cfg, domains_of)
+    check_aflow(cfg)
     check_trainer(cfg)
     check_eval(cfg)
     check_logger(cfg)

@@ -230,7 +230,7 @@ def check_task(cfg: RunConfig, domains_of: Callable[[str], tuple[str, ...]] | No
     _at_least("task.train_size", t.train_size, 1)
     _at_least("task.val_size", t.val_size, 1)
     jsonl_domains = None
-    if t.name == "jsonl":  # the files exist and parse: a bad line stops the run here, naming file and line
+    if t.name in ("jsonl", "aflow"):  # the files exist and parse: a bad line stops the run here, naming file and line
         jsonl_domains = jsonl.validate(t)
     if t.candidates_path is not None:
         load_candidates(t.candidates_path)

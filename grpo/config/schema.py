@@ -132,7 +132,7 @@ class ExecutorConfig:
     cache: str = "read_write"  # off | read_write | read_only (replay without the server)
     cache_path: str | None = None  # null: <output dir>/executor_cache.sqlite (stored with the run)
     config_path: str | None = None  # seed 003's aflow_llm.yaml (informational)
-    operator_descriptions_path: str = "experiments/aflow_operators.yaml"
+    operator_descriptions_path: str = "experiments/data/aflow/operators.yaml"  # seed 003: config/aflow_operators.yaml
 
 
 @dataclass

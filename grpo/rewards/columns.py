@@ -28,6 +28,7 @@ def reward_columns(
     """
     rows = [ex for ex in examples for _ in range(repeats)]
     columns = dict(
+        problem=[ex.prompt for ex in rows],  # the task's own prompt (the policy's may carry more: rollout/prompts.py)
         answer=[ex.answer for ex in rows],
         domain=[ex.domain for ex in rows],
         tests=[ex.tests for ex in rows],
@@ -38,7 +39,7 @@ def reward_columns(
         max_new_tokens=[max_new_tokens] * len(rows),
     )
     if candidates_path:
-        columns.update(load_candidates(candidates_path).columns(prompts, rollout.texts))
+        columns.update(load_candidates(candidates_path).columns(columns["problem"], rollout.texts))
     if logp_mean is not None:
         columns["completion_logp_mean"] = list(logp_mean)
     return columns

@@ -19,6 +19,7 @@ import math
 import re
 from collections.abc import Callable
 
+from grpo.rewards.aflow.components import AFLOW_COMPONENTS
 from grpo.rewards.answers import is_correct, predicted_answer
 from grpo.rewards.code_exec import code_exec, execute
 from grpo.rewards.llm_judge import llm_judge
@@ -125,6 +126,8 @@ COMPONENTS: dict[str, RewardFn] = {
     "code_exec": code_exec,  # grpo/rewards/code_exec.py: pass fraction of the item's tests, sandboxed
     "solved": solved,
     "tiered": tiered,  # grpo/rewards/tiered.py: seed 003's 5 tiers
+    # grpo/rewards/aflow/components.py: the completion is a workflow, run with the executor (task=aflow)
+    **AFLOW_COMPONENTS,
     "llm_judge": llm_judge,  # grpo/rewards/llm_judge.py: the executor LLM grades it (reward.judge)
 }
 

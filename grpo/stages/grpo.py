@@ -43,7 +43,7 @@ def sampling_temperature(ctx: RunContext, step: int) -> float:
 
 def _sample(ctx: RunContext, examples: Sequence[Example], temperature: float) -> tuple[list[str], Rollout, Scores]:
     G, gen = ctx.cfg.rollout.group_size, ctx.cfg.generation
-    prompts = repeat_prompts([ex.prompt for ex in examples], G)  # [N = B x G]
+    prompts = repeat_prompts(ctx.prompts.for_sampling(examples), G)  # [N = B x G]
     rollout = ctx.engine.generate(
         ctx.sampler_model,
         prompts,

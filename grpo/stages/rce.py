@@ -51,10 +51,10 @@ def candidates(ctx: RunContext, examples: Sequence[Example]) -> tuple[list[str],
             raise ConfigError(
                 "algorithm.rce.candidates", "task", f"task '{ctx.task.name}' has no finite answer space; use 'policy'"
             )
-        prompts = repeat_prompts([ex.prompt for ex in examples], len(space))
+        prompts = repeat_prompts(ctx.prompts.for_sampling(examples), len(space))
         return prompts, rollout_from_texts(ctx, prompts, list(space) * len(examples)), len(space)
     k = rce.num_candidates
-    prompts = repeat_prompts([ex.prompt for ex in examples], k)
+    prompts = repeat_prompts(ctx.prompts.for_sampling(examples), k)
     gen = ctx.cfg.generation
     rollout = ctx.engine.generate(
         ctx.sampler_model,
@@ -79,7 +79,7 @@ def file_candidates(ctx: RunContext, examples: Sequence[Example]) -> tuple[list[
     padded = [c for g in groups for c in (*g, *[None] * (k - len(g)))]  # [B x K], None on padding
     texts = [c.text if c is not None else "" for c in padded]
     real = torch.tensor([c is not None for c in padded])
-    prompts = repeat_prompts([ex.prompt for ex in examples], k)
+    prompts = repeat_prompts(ctx.prompts.for_sampling(examples), k)
     return prompts, rollout_from_texts(ctx, prompts, texts), k, real
 
 

@@ -55,4 +55,6 @@ def score(
 ) -> Scores:
     """Rewards of a rollout whose rows are each example repeated `repeats` times."""
     columns = rollout_columns(ctx, examples, prompts, rollout, repeats, logp)
-    return ctx.scorer(prompts, rollout.texts, group_size=repeats, **columns)
+    scores = ctx.scorer(prompts, rollout.texts, group_size=repeats, **columns)
+    ctx.prompts.observe(examples, rollout.texts, scores.total.tolist(), repeats)  # e.g. AFlow's best workflows
+    return scores

@@ -14,6 +14,7 @@ import torch
 
 from grpo.context import RunContext
 from grpo.metrics import metric_keys, summarize
+from grpo.rewards.aflow.components import workflow_answers
 from grpo.rewards.answers import predicted_answer
 from grpo.rewards.code_exec import extract_program
 from grpo.rewards.components import solved
@@ -46,17 +47,18 @@ def collect(ctx, examples: Sequence[Example], progress=None) -> Samples:
     out = Samples([], [], [], [], [])
     for start in range(0, len(examples), bs):
         part = examples[start : start + bs]
-        prompts = repeat_prompts([ex.prompt for ex in part], n)
+        prompts = repeat_prompts(ctx.prompts.for_sampling(part), n)
         rollout = ctx.engine.generate(ctx.sampler_model, prompts, params)
         columns = rollout_columns(ctx, part, prompts, rollout, n)
         scores = ctx.scorer(prompts, rollout.texts, **columns)
-        out.correct += solved(prompts, rollout.texts, **columns, **ctx.scorer.options)
+        texts = rollout.texts
+        if ctx.task.name == "aflow":  # a workflow is judged by the answer it returns when run ("" when it fails)
+            texts = workflow_answers(rollout.texts, **columns, **ctx.scorer.options)
+        out.correct += solved(prompts, texts, **columns, **ctx.scorer.options)
         out.reward += scores.total.tolist()
         out.domains += columns["domain"]
         out.completions += rollout.texts
-        for text, gold, pattern, tests in zip(
-            rollout.texts, columns["answer"], columns["answer_pattern"], columns["tests"]
-        ):
+        for text, gold, pattern, tests in zip(texts, columns["answer"], columns["answer_pattern"], columns["tests"]):
             answer = extract_program(text) if tests else predicted_answer(text, gold, pattern)
             out.answers.append(answer.strip() if answer is not None and answer.strip() else None)
         if progress is not None:

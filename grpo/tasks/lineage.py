@@ -97,7 +97,7 @@ def generator_sources(cfg: TaskConfig, task: Task) -> list[DataSource]:
 
 def data_sources(cfg: TaskConfig, task: Task | None = None) -> list[DataSource]:
     """What a run with this task config reads; a built-in task is built when `task` is not given."""
-    if cfg.name == "jsonl":
+    if cfg.name in ("jsonl", "aflow"):  # aflow reads jsonl files too
         return file_sources(cfg)
     if task is None:
         from grpo.tasks.registry import build_task

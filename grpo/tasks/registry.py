@@ -6,7 +6,7 @@ import random
 
 from grpo.config.errors import ConfigError
 from grpo.config.schema import TaskConfig
-from grpo.tasks import jsonl
+from grpo.tasks import aflow, jsonl
 from grpo.tasks.base import Task
 from grpo.tasks.builtin import INTEGER_PATTERN, generate
 
@@ -21,16 +21,18 @@ BUILTIN: dict[str, tuple[tuple[str, ...], str, tuple[str, ...] | None]] = {
 def domains_of(name: str, cfg: TaskConfig | None = None) -> tuple[str, ...] | None:
     """The task's domains. jsonl: those of its train file (read and checked), or None (any
     domain) when no config or no train file is given."""
-    if name == "jsonl":
+    if name in ("jsonl", "aflow"):  # aflow: jsonl records answered by workflows (grpo/tasks/aflow.py)
         return jsonl.domains(cfg) if cfg is not None else None
     if name not in BUILTIN:
-        raise ConfigError("task.name", name, f"must be one of {', '.join([*BUILTIN, 'jsonl'])}")
+        raise ConfigError("task.name", name, f"must be one of {', '.join([*BUILTIN, 'jsonl', 'aflow'])}")
     return BUILTIN[name][0]
 
 
 def build_task(cfg: TaskConfig) -> Task:
     if cfg.name == "jsonl":  # records from files (grpo/tasks/jsonl.py)
         return jsonl.build_jsonl_task(cfg)
+    if cfg.name == "aflow":
+        return aflow.build_aflow_task(cfg)
     domains, pattern, answer_space = BUILTIN[cfg.name] if cfg.name in BUILTIN else (domains_of(cfg.name), "", None)
     rng = random.Random(cfg.seed)
     train, val = [], []
