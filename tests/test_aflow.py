@@ -17,7 +17,7 @@ from grpo.rewards.aflow.components import (
 )
 from grpo.rewards.aflow.operators import OPERATORS, check_inputs
 from grpo.rewards.aflow.validator import REASONS, validate
-from grpo.rewards.executor import ExecutorClient
+from grpo.rewards.executor import ExecutorClient, ExecutorReply
 from grpo.rewards.sandbox import Limits
 from grpo.tasks.aflow import WorkflowPrompts, load_descriptions
 from grpo.tasks.base import Example
@@ -149,6 +149,34 @@ def test_operator_calls_past_the_limit_are_refused(server, executor):
     assert result.answer == str(40 - runner.MAX_CALLS) and server.requests - before == runner.MAX_CALLS
 
 
+class Scripted:
+    """An executor whose reply depends on the operator (the instruction its prompt opens with)."""
+
+    def __init__(self, replies: dict[str, str]):
+        self.replies, self.prompts = replies, []
+
+    def complete(self, prompt, *, system=None):
+        self.prompts.append(prompt)
+        name = next(n for n, op in OPERATORS.items() if prompt.startswith(op.instruction or "Write it."))
+        return ExecutorReply(self.replies[name], 1, 1)
+
+
+def test_test_runs_the_executors_checks_in_the_sandbox_and_revises_once():
+    source = "def solve(problem):\n    return Test(problem, Custom(problem, 'Write it.'))\n"
+    wrong, right = "def f(x):\n    return x * 3\n", "```python\ndef f(x):\n    return 2 * x\n```"
+    checks = "```python\nassert f(2) == 4\n```"
+    executor = Scripted({"Custom": wrong, "Test": checks, "Revise": right})
+    result = runner.run_workflow(source, "f(x): double x", "code", executor, Limits(timeout=20))
+    assert result.status == "ok" and result.answer == right and result.calls == 3, result
+    assert "AssertionError" in executor.prompts[-1]  # the failed check is Revise's feedback
+    columns = dict(problem=["f(x): double x"], domain=["code"], answer=[""], answer_pattern=[r"[\s\S]+"])
+    tests = [["assert f(2) == 4", "assert f(5) == 10"]]
+    assert aflow_correctness([""], [source], tests=tests, executor=executor, **columns) == [1.0]
+    passing = Scripted({"Custom": right, "Test": checks, "Revise": wrong})
+    kept = runner.run_workflow(source, "f(x): double x", "code", passing, Limits(timeout=20))
+    assert kept.answer == right and kept.calls == 2  # the checks pass: no revision
+
+
 # ---------------------------------------------------------------------------- the components
 def test_a_valid_operator_calling_workflow_outscores_invalid_ones(executor):
     workflows = [TWO_CALLS, "def solve(problem):\n    return AnswerGenerate(problem)\n", NO_OPERATOR, SYNTAX]
@@ -232,6 +260,8 @@ def test_task_aflow_needs_a_reward_that_runs_the_workflow():
     assert compose(base).cfg.task.name == "aflow"
     with pytest.raises(ConfigError, match="reward.weights.*aflow_correctness"):
         compose([*base, "reward.type=lever", "reward.alpha=0", "reward.beta=0"])
+    with pytest.raises(ConfigError, match="rollout.prompt_optimizer.enabled.*task=aflow only"):
+        compose(["rollout.prompt_optimizer.enabled=true"])  # numgame: the switch would do nothing
     with pytest.raises(ConfigError, match="operator_descriptions_path"):
         compose(
             [*base, "rollout.operator_prompt_enhancer.enabled=true", "reward.executor.operator_descriptions_path=x"]

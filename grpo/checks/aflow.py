@@ -30,6 +30,11 @@ def check_aflow(cfg: RunConfig) -> None:
         "rollout.prompt_optimizer.num_examples", r.prompt_optimizer.num_examples, 1 if r.prompt_optimizer.enabled else 0
     )
     if cfg.task.name != "aflow":
+        for key, on in (
+            ("rollout.prompt_optimizer.enabled", r.prompt_optimizer.enabled),
+            ("rollout.operator_prompt_enhancer.enabled", r.operator_prompt_enhancer.enabled),
+        ):
+            require(not on, key, on, f"shapes the prompt of task=aflow only (task.name is {cfg.task.name})")
         return
     if r.operator_prompt_enhancer.enabled:
         load_descriptions(cfg.reward.executor.operator_descriptions_path)

@@ -1,0 +1,1 @@
+"""AFlow workflows: operators, the validator, the sandboxed runner and its channel, the reward components."""

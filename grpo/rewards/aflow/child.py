@@ -45,13 +45,20 @@ class Channel:
         return json.loads(line)
 
 
+def unfenced(text: str) -> str:
+    """The first fenced block of a reply (its language tag dropped), else the reply."""
+    fence = text.split("```")
+    if len(fence) < 3:
+        return text
+    body = fence[1]
+    first, _, rest = body.partition("\n")
+    return rest if rest and (not first.strip() or first.strip().isidentifier()) else body
+
+
 def run_code(code: str) -> str:
     """The output of code the executor wrote: `solve()` when it defines one, a bare expression's
     value, else the variable `result`; an exception's text otherwise (a program that failed)."""
-    fence = code.split("```")
-    if len(fence) >= 3:  # the first fenced block
-        body = fence[1]
-        code = body.split("\n", 1)[1] if "\n" in body and body.split("\n", 1)[0].strip().isidentifier() else body
+    code = unfenced(code)
     try:
         tree = ast.parse(code.strip() or "None")
         namespace: dict = {"__name__": "program"}
@@ -89,11 +96,13 @@ def operators(channel: Channel) -> dict:
 
     def Test(problem, solution):  # noqa: N802
         """Runs the solution with the executor's assertions; one revision when one fails."""
-        checks = call("Test", problem=str(problem), solution=str(solution))
-        failure = run_code(str(solution) + "\n" + checks + "\nresult = 'passed'")
-        if failure == "passed":
+        checks = unfenced(call("Test", problem=str(problem), solution=str(solution)))
+        try:
+            exec(compile(unfenced(str(solution)) + "\n" + checks, "<test>", "exec"), {"__name__": "test"})
             return str(solution)
-        return call("Revise", problem=str(problem), solution=str(solution), feedback=failure)
+        except Exception as exc:  # noqa: BLE001 - a failed check is the feedback
+            feedback = f"{type(exc).__name__}: {exc}"
+        return call("Revise", problem=str(problem), solution=str(solution), feedback=feedback)
 
     def Format(problem, solution):  # noqa: N802
         return call("Format", problem=str(problem), solution=str(solution))
