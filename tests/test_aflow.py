@@ -266,3 +266,28 @@ def test_task_aflow_needs_a_reward_that_runs_the_workflow():
         compose(
             [*base, "rollout.operator_prompt_enhancer.enabled=true", "reward.executor.operator_descriptions_path=x"]
         )
+
+
+def test_under_task_aflow_the_seeds_reward_names_score_the_executed_workflow(server):
+    """conf/task/aflow.yaml maps correctness / efficiency / code_quality and reward.type=tiered (seed 003)
+    to the workflow's components: a refused workflow takes the lowest tier."""
+    from grpo.compose import compose
+    from grpo.rewards.scorer import RewardScorer
+
+    columns = dict(problem=[PROBLEM] * 2, domain=["math"] * 2, answer=["33"] * 2, answer_pattern=[r"-?\d+"] * 2)
+    columns.update(tests=[None] * 2, truncated=[False] * 2, completion_length=[10] * 2, max_new_tokens=[64] * 2)
+    for reward, expected in (("tiered", [1.0, 0.0]), ("weighted", [0.7 + 0.2 * 0.997 + 0.1, 0.0])):
+        cfg = compose(
+            [
+                "+experiment=aflow_tiny",
+                f"reward={reward}",
+                f"reward.executor.base_url={server.url}",
+                "reward.executor.cache=off",
+            ]
+        ).cfg
+        scorer = RewardScorer(cfg.reward)
+        try:
+            scores = scorer(["", ""], [TWO_CALLS.replace("Format(problem, a)", "a"), SYNTAX], **columns)
+        finally:
+            scorer.executor.close()
+        assert scores.total.tolist() == pytest.approx(expected, abs=1e-3), reward
