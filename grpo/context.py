@@ -21,6 +21,7 @@ from grpo.config.schema import AlgorithmConfig, RunConfig, TrainerConfig
 from grpo.models.load import context_length
 from grpo.rewards.scorer import RewardScorer
 from grpo.rollout.engine import RolloutEngine
+from grpo.rollout.experience import ExperienceBuffer, build_experience
 from grpo.rollout.prompts import Prompts
 from grpo.rollout.tokens import TokenIds
 from grpo.tasks.base import Example, Task
@@ -44,6 +45,7 @@ class RunContext:
     reference: Reference | None = None  # None: no KL term reads a reference (see needs_reference)
     token_ids: TokenIds | None = None  # the tokenizer's ids, each string tokenized once (built from `tokenizer`)
     timer: StepTimer = field(default_factory=StepTimer)
+    experience: ExperienceBuffer | None = None  # rollout.experience_buffer (None: off); the same on every rank
     prompts: Prompts = field(default_factory=Prompts)  # what the policy is prompted with (grpo/rollout/prompts.py)
 
     def __post_init__(self) -> None:
@@ -157,5 +159,6 @@ def build_training_context(
         max_new_tokens=max_new,
         reference=reference,
         token_ids=engine.token_ids,  # one cache per run: the engine's prompts and RCE's candidates
+        experience=build_experience(cfg.rollout.experience_buffer),
         prompts=prompts,
     )

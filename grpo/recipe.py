@@ -142,6 +142,8 @@ class Recipe:
         restore_rng(self.accelerator, training.get("rng_per_rank") or [training["rng"]], self.cfg.seed, self.step)
         if training.get("kl_ctrl"):
             self.ctx.kl_ctrl.load_state_dict(training["kl_ctrl"])
+        if training.get("experience") is not None and self.ctx.experience is not None:
+            self.ctx.experience.load_state_dict(training["experience"])
 
     def flat_config(self) -> dict:
         return flat_config(self.comp.raw)
@@ -355,6 +357,7 @@ class Recipe:
             "rng_per_rank": rng_per_rank,
             "sampler": self.sampler.state_dict(),
             "kl_ctrl": self.ctx.kl_ctrl.state_dict(),
+            "experience": self.ctx.experience.state_dict() if self.ctx.experience is not None else None,
         }
         path = ckpt.save_checkpoint(
             self.checkpoint_root,

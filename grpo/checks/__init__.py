@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from grpo.checks.aflow import check_aflow
 from grpo.checks.executor import check_executor
+from grpo.checks.experience import check_experience
 from grpo.checks.groups import (
     ARCHITECTURES,
     check_algorithm,
@@ -35,6 +36,7 @@ def check(
     """Raise `ConfigError` for the first rule `cfg` breaks."""
     check_generation(cfg)
     check_rollout(cfg, grpo_steps)
+    check_experience(cfg)
     check_lora(cfg)
     check_schedule(cfg, grpo_steps, warmup_steps)
     check_algorithm(cfg)

@@ -111,6 +111,9 @@ class RolloutConfig:
     server_timeout: float = 120.0  # seconds one request may take
     server_retries: int = 5  # attempts to reach the server before the run stops (waits 1, 2, 4 ... s)
     sync_dir: str | None = None
+    # Where GRPO's completions come from: policy (sampled by the engine) | file (the top-k candidates of
+    # task.candidates_path per prompt, k from schedule.grpo_top_k; seed 004's offline beams)
+    candidates: str = "policy"
     experience_buffer: ExperienceBufferConfig = field(default_factory=ExperienceBufferConfig)
     prompt_optimizer: PromptOptimizerConfig = field(default_factory=PromptOptimizerConfig)
     # The operators' descriptions (reward.executor.operator_descriptions_path) go into the policy's prompt.

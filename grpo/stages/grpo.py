@@ -29,6 +29,8 @@ from grpo.rollout.batch import chunks, concat_rollouts, take
 from grpo.rollout.engine import Rollout, SamplingParams, repeat_prompts
 from grpo.rollout.logprobs import logprobs_and_entropy, sequence_logprobs
 from grpo.schedules import linear_schedule
+from grpo.stages.candidate_groups import file_groups, grpo_top_k
+from grpo.stages.replay import replay
 from grpo.stages.scoring import score
 from grpo.stages.update import update
 from grpo.tasks.base import Example
@@ -41,14 +43,21 @@ def sampling_temperature(ctx: RunContext, step: int) -> float:
     return ctx.cfg.generation.temperature
 
 
-def _sample(ctx: RunContext, examples: Sequence[Example], temperature: float) -> tuple[list[str], Rollout, Scores]:
+def _sample(
+    ctx: RunContext, examples: Sequence[Example], temperature: float, top_k: int | None = None
+) -> tuple[list[str], Rollout, Scores]:
     G, gen = ctx.cfg.rollout.group_size, ctx.cfg.generation
     prompts = repeat_prompts(ctx.prompts.for_sampling(examples), G)  # [N = B x G]
-    rollout = ctx.engine.generate(
-        ctx.sampler_model,
-        prompts,
-        SamplingParams(max_new_tokens=ctx.max_new_tokens, temperature=temperature, top_p=gen.top_p, top_k=gen.top_k),
-    )
+    if ctx.cfg.rollout.candidates == "file":  # the offline file's top-k candidates (schedule.grpo_top_k)
+        rollout = file_groups(ctx, examples, top_k)
+    else:
+        rollout = ctx.engine.generate(
+            ctx.sampler_model,
+            prompts,
+            SamplingParams(
+                max_new_tokens=ctx.max_new_tokens, temperature=temperature, top_p=gen.top_p, top_k=gen.top_k
+            ),
+        )
     return prompts, rollout, score(ctx, examples, prompts, rollout, G)
 
 
@@ -57,15 +66,21 @@ def _rows_of_groups(keep: torch.Tensor, G: int) -> torch.Tensor:
 
 
 def sample_with_filter(
-    ctx: RunContext, examples: list[Example], temperature: float, refill: Callable[[], Sequence[Example]] | None
-) -> tuple[list[str], Rollout, Scores, dict]:
-    """Sample; with dynamic sampling, drop flat (and out-of-band) groups and refill from new prompts."""
+    ctx: RunContext,
+    examples: list[Example],
+    temperature: float,
+    refill: Callable[[], Sequence[Example]] | None,
+    top_k: int | None = None,
+) -> tuple[list[Example], list[str], Rollout, Scores, dict]:
+    """Sample; with dynamic sampling, drop flat (and out-of-band) groups and refill from new prompts.
+    Returns the groups' examples (one per G rows), prompts, rollout, scores and metrics."""
     a, G = ctx.cfg.algorithm, ctx.cfg.rollout.group_size
-    prompts, rollout, scores = _sample(ctx, examples, temperature)
+    prompts, rollout, scores = _sample(ctx, examples, temperature, top_k)
     if not a.dynamic_sampling:
-        return prompts, rollout, scores, {}
+        return list(examples), prompts, rollout, scores, {}
     want = len(examples)
     kept: list[tuple[list[str], Rollout, Scores]] = []
+    kept_examples: list[Example] = []
     have, tries, seen, dropped = 0, 1, len(examples), 0
     while True:
         keep = dynamic_sampling_keep(scores.total, G, filter_low=a.filter_low, filter_high=a.filter_high)  # [B]
@@ -74,22 +89,23 @@ def sample_with_filter(
         if rows.any():
             idx = rows.nonzero().squeeze(1)
             kept.append(([prompts[i] for i in idx.tolist()], take(rollout, idx), scores.select(idx)))
+            kept_examples += [ex for ex, k in zip(examples, keep.tolist()) if k]
             have += int(keep.sum())
         if have >= want or tries >= a.max_try_make_batch or refill is None:
             break
-        more = ctx.local_share(refill())
-        prompts, rollout, scores = _sample(ctx, more, temperature)
-        tries, seen = tries + 1, seen + len(more)
+        examples = ctx.local_share(refill())
+        prompts, rollout, scores = _sample(ctx, examples, temperature, top_k)
+        tries, seen = tries + 1, seen + len(examples)
     info = {
         "train/dynamic_sampling/tries": float(tries),
         "train/dynamic_sampling/kept_frac": (seen - dropped) / max(seen, 1),
     }
     if not kept:  # nothing carried a signal: train on the last batch (its advantages are all zero)
-        return prompts, rollout, scores, info
+        return list(examples), prompts, rollout, scores, info
     prompts = [p for part in kept for p in part[0]][: want * G]
     rollout = take(concat_rollouts([part[1] for part in kept], ctx.tokenizer.pad_token_id), slice(0, want * G))
     scores = Scores.concat([part[2] for part in kept]).select(torch.arange(len(prompts)))
-    return prompts, rollout, scores, info
+    return kept_examples[:want], prompts, rollout, scores, info
 
 
 def uses_batch_statistics(a: AlgorithmConfig) -> bool:
@@ -134,6 +150,7 @@ class Batch:
     advantages: torch.Tensor | None = None  # [N]
     # per micro-batch (sum, count, max) of |trainer - sampler| log-probs, when the engine reports them
     mismatch: list[torch.Tensor] = field(default_factory=list)
+    replayed: torch.Tensor | None = None  # [N] bool: rows from the experience buffer, not sampled by the engine
 
 
 def old_and_reference_logprobs(ctx: RunContext, b: Batch) -> None:
@@ -168,13 +185,15 @@ def sampler_correction(ctx: RunContext, b: Batch, rows: slice, logp: torch.Tenso
     if sampler_logp is None:
         return None
     trainer_logp = b.old_logp[rows] if b.old_logp is not None else logp.detach()
+    sampled = b.rollout.completion_mask[rows]
+    if b.replayed is not None:  # replayed rows have no sampler log-probs: no mismatch, weight 1
+        sampled = sampled * (~b.replayed[rows]).unsqueeze(1)
     if record:  # once per rollout row (the first PPO epoch)
-        b.mismatch.append(
-            torch.stack(logprob_mismatch(trainer_logp, sampler_logp[rows], b.rollout.completion_mask[rows]))
-        )
+        b.mismatch.append(torch.stack(logprob_mismatch(trainer_logp, sampler_logp[rows], sampled)))
     if r.is_correction == "none":
         return None
-    return importance_weights(trainer_logp, sampler_logp[rows], b.mask[rows], r.is_correction, r.is_cap)
+    weights = importance_weights(trainer_logp, sampler_logp[rows], b.mask[rows], r.is_correction, r.is_cap)
+    return weights if b.replayed is None else torch.where(b.replayed[rows].unsqueeze(1), b.mask[rows], weights)
 
 
 def micro_batch_loss(ctx: RunContext, b: Batch, rows: slice, record: bool = True) -> tuple[torch.Tensor, dict]:
@@ -290,13 +309,20 @@ def grpo_step(
     a, timer = ctx.cfg.algorithm, ctx.timer
     timer.reset()
     with timer.phase("step"):
-        temperature = sampling_temperature(ctx, step)
+        temperature, top_k = sampling_temperature(ctx, step), grpo_top_k(ctx, step)
         with timer.phase("generation"):
-            prompts, rollout, scores, info = sample_with_filter(ctx, ctx.local_share(batch), temperature, refill)
+            examples, prompts, rollout, scores, info = sample_with_filter(
+                ctx, ctx.local_share(batch), temperature, refill, top_k
+            )
+        with timer.phase("replay"):  # the experience buffer, when on (grpo/stages/replay.py)
+            rollout, scores, replayed, replay_info = replay(ctx, examples, prompts, rollout, scores)
+        info.update(replay_info)
+        if top_k is not None:
+            info["train/grpo_top_k"] = float(top_k)
         mask = rollout.completion_mask.float()  # [N, C]
         if a.mask_truncated:
             mask = mask * (~rollout.truncated).float().unsqueeze(1)
-        b = Batch(prompts, rollout, scores, mask, temperature, kl_beta=ctx.kl_ctrl.value)
+        b = Batch(prompts, rollout, scores, mask, temperature, kl_beta=ctx.kl_ctrl.value, replayed=replayed)
         old_and_reference_logprobs(ctx, b)
         rewards_and_advantages(ctx, b)
         stats, grad_norm, stepped = train_on(ctx, b, optimizer, scheduler)
