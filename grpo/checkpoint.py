@@ -4,7 +4,9 @@ A checkpoint `<output_dir>/checkpoints/step_N/` holds
   adapter_model.safetensors + adapter_config.json   (peft; or the full model for `lora=none`)
   tokenizer files
   trainer_state.json   step, stage, MLflow run id, best validation, early stopping, config
-  training_state.pt    optimizer, LR scheduler, RNG states (python, numpy, torch), data order
+  training_state.pt    optimizer (data parallel), LR schedule, RNG states (python, numpy, torch), data order
+  sharded/             trainer.parallel=fsdp: torch.distributed.checkpoint shards of the trained
+                       weights and the optimizer state, loadable on any number of processes
 It is written into a temporary directory and renamed into place, and `trainer_state.json` is
 the last file written: a directory without it is never used, so a crash during a save leaves
 the previous checkpoint as the latest.
@@ -62,11 +64,32 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(root: str, step: int, model, tokenizer, state: dict[str, Any], training: dict[str, Any]) -> str:
-    """Write step_`step` atomically; returns its path."""
+def staging_dir(root: str, step: int) -> str:
+    """Where step_`step` is written before it is renamed into place: one path every process agrees on
+    (sharded checkpoints are written by all of them)."""
+    return os.path.join(root, f".step_{step}.staging")
+
+
+def reset_dir(path: str) -> None:
+    """An empty directory at `path` (what a crash left there is removed)."""
+    shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(path)
+
+
+def save_checkpoint(
+    root: str,
+    step: int,
+    model,
+    tokenizer,
+    state: dict[str, Any],
+    training: dict[str, Any],
+    staging: str | None = None,
+) -> str:
+    """Write step_`step` atomically; returns its path. `staging`: a directory the other processes
+    already wrote their shards into (grpo/parallel/), renamed into place with the rest."""
     os.makedirs(root, exist_ok=True)
     final = os.path.join(root, f"step_{step}")
-    tmp = tempfile.mkdtemp(prefix=f".step_{step}.", dir=root)
+    tmp = staging or tempfile.mkdtemp(prefix=f".step_{step}.", dir=root)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     torch.save(training, os.path.join(tmp, TRAINING_FILE))

@@ -18,7 +18,9 @@ from transformers import PreTrainedTokenizerBase
 from grpo.algorithms.kl import KLController, kl_controller
 from grpo.config.derived import Derived
 from grpo.config.schema import AlgorithmConfig, RunConfig, TrainerConfig
+from grpo.launch import sharding_is_ours
 from grpo.models.load import context_length
+from grpo.parallel import ParallelStrategy, build_strategy
 from grpo.rewards.scorer import RewardScorer
 from grpo.rollout.engine import RolloutEngine
 from grpo.rollout.experience import ExperienceBuffer, build_experience
@@ -45,17 +47,22 @@ class RunContext:
     reference: Reference | None = None  # None: no KL term reads a reference (see needs_reference)
     token_ids: TokenIds | None = None  # the tokenizer's ids, each string tokenized once (built from `tokenizer`)
     timer: StepTimer = field(default_factory=StepTimer)
-    experience: ExperienceBuffer | None = None  # rollout.experience_buffer (None: off); the same on every rank
+    parallel: ParallelStrategy | None = None  # how the policy is spread over processes (None: data parallel)
     prompts: Prompts = field(default_factory=Prompts)  # what the policy is prompted with (grpo/rollout/prompts.py)
+    experience: ExperienceBuffer | None = None  # rollout.experience_buffer (None: off); the same on every rank
 
     def __post_init__(self) -> None:
         if self.token_ids is None:
             self.token_ids = TokenIds(self.tokenizer)
+        if self.parallel is None:
+            from grpo.parallel.data_parallel import DataParallel
+
+            self.parallel = DataParallel(self.accelerator)
 
     @property
     def sampler_model(self) -> torch.nn.Module:
-        """The bare model for generate(): DDP wrappers have no generate()."""
-        return self.accelerator.unwrap_model(self.policy)
+        """The whole, bare model for generate(): no DDP wrapper, no FSDP shard (grpo/parallel/)."""
+        return self.parallel.sampler_model(self.policy)
 
     def local_share(self, items: Sequence) -> list:
         """This process's share of a global batch (prompts per step are global)."""
@@ -75,6 +82,8 @@ def make_accelerator(trainer: TrainerConfig, **kwargs) -> Accelerator:
     if trainer.threads:
         torch.set_num_threads(trainer.threads)
     cpu = trainer.device == "cpu" or (trainer.device == "auto" and not torch.cuda.is_available())
+    if trainer.parallel == "fsdp":
+        sharding_is_ours()  # accelerate starts the processes; grpo/parallel/fsdp.py shards
     return Accelerator(cpu=cpu, **kwargs)
 
 
@@ -133,19 +142,24 @@ def build_training_context(
     model = apply_lora(model, cfg.lora)
     if resume_path:
         load_weights(model, resume_path, cfg.lora.enabled, weights_key)
-    reference = reference_context(model, cfg.lora.enabled) if needs_reference(cfg.algorithm) else None
-    policy = accelerator.prepare(model)
+    parallel = build_strategy(cfg.trainer, accelerator, lora=cfg.lora.enabled)
+    reference = (
+        reference_context(model, cfg.lora.enabled, place=parallel.prepare_frozen)
+        if needs_reference(cfg.algorithm)
+        else None
+    )
+    policy = parallel.prepare(model)
     task = build_task(cfg.task)
     prompts = build_prompts(cfg.task, cfg.rollout, cfg.reward.executor.operator_descriptions_path)
     max_new, context = generation_budget(
         cfg.generation.max_new_tokens,
-        accelerator.unwrap_model(policy),
+        parallel.sampler_model(policy),
         tokenizer,
         as_prompted(prompts, (*task.train, *task.val)),
     )
     prompts.limit(context - max_new, lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"]))
     a = cfg.algorithm
-    engine = build_engine(cfg, accelerator.unwrap_model(policy), tokenizer, context)
+    engine = build_engine(cfg, parallel.sampler_model(policy), tokenizer, context)
     return RunContext(
         cfg=cfg,
         derived=derived,
@@ -159,6 +173,7 @@ def build_training_context(
         max_new_tokens=max_new,
         reference=reference,
         token_ids=engine.token_ids,  # one cache per run: the engine's prompts and RCE's candidates
-        experience=build_experience(cfg.rollout.experience_buffer),
+        parallel=parallel,
         prompts=prompts,
+        experience=build_experience(cfg.rollout.experience_buffer),
     )

@@ -1,11 +1,10 @@
 """Which `accelerate launch` strategies the recipe runs, checked before anything starts.
 
-Data parallel (conf/accelerate/ddp.yaml, one process per GPU or CPU processes over gloo) is
-supported and tested. Sharded strategies (FSDP, DeepSpeed ZeRO) are refused with one line
-instead of failing deep inside `Accelerator.prepare`: accelerate needs the model and its one
-optimizer prepared together for FSDP2 and ZeRO, while the recipe builds an optimizer per stage
-(RCE, then GRPO); sampling and checkpointing would also need the sharded weights gathered.
-docs/performance.md ("Sharded training") has the details.
+Data parallel (conf/accelerate/ddp.yaml) and FSDP2 (conf/accelerate/fsdp.yaml) run, one process
+per GPU or CPU processes over gloo. A launch with distributed_type FSDP means `trainer.parallel=fsdp`
+(added to the overrides when not given), and the sharding is ours (grpo/parallel/fsdp.py), not
+accelerate's, so GPUs and CPUs run one code path: accelerate only starts the processes and the
+process group. DeepSpeed is refused in one line that names the sharded strategy that runs.
 """
 
 from __future__ import annotations
@@ -67,13 +66,41 @@ def single_cpu_process_note(env: Mapping[str, str] | None = None, launcher_argv:
     )
 
 
-def launch_error(env: Mapping[str, str] | None = None) -> str | None:
+def _parallel_override(argv: list[str]) -> str | None:
+    """The value of a `trainer.parallel=...` override on the command line, if any."""
+    for arg in argv:
+        key, _, value = arg.lstrip("+~").partition("=")
+        if key == "trainer.parallel":
+            return value
+    return None
+
+
+def launch_overrides(argv: list[str], env: Mapping[str, str] | None = None) -> list[str]:
+    """What the launch itself says about the config: an FSDP launch trains with trainer.parallel=fsdp."""
+    if sharded_strategy(env) == "FSDP" and _parallel_override(argv) is None:
+        return ["trainer.parallel=fsdp"]
+    return []
+
+
+def launch_error(argv: list[str] | None = None, env: Mapping[str, str] | None = None) -> str | None:
     """One line when this launch asks for a strategy the recipe does not run; None when it is fine."""
     strategy = sharded_strategy(env)
-    if not strategy:
-        return None
-    return (
-        f"accelerate distributed_type={strategy}: sharded training is not supported by grpo.run yet "
-        "(it builds one optimizer per stage); launch data-parallel: "
-        "accelerate launch --config_file conf/accelerate/ddp.yaml -m grpo.run ..."
-    )
+    if strategy == "DEEPSPEED":
+        return (
+            "accelerate distributed_type=DEEPSPEED is not supported by grpo.run; for sharded training use FSDP2: "
+            "accelerate launch --config_file conf/accelerate/fsdp.yaml -m grpo.run ... (trainer.parallel=fsdp)"
+        )
+    chosen = _parallel_override(argv or [])
+    if strategy == "FSDP" and chosen not in (None, "fsdp"):
+        return (
+            f"trainer.parallel={chosen} under an FSDP launch (conf/accelerate/fsdp.yaml): drop the override "
+            "(the launch means trainer.parallel=fsdp) or launch with conf/accelerate/ddp.yaml"
+        )
+    return None
+
+
+def sharding_is_ours(env: dict[str, str] | None = None) -> None:
+    """trainer.parallel=fsdp shards with our own `fully_shard` calls: accelerate must not wrap the model
+    in its FSDP as well, so its switch is taken out of this process's environment."""
+    env = os.environ if env is None else env
+    env.pop("ACCELERATE_USE_FSDP", None)

@@ -20,8 +20,15 @@ from grpo.config.flatten import flat_config
 from grpo.context import build_training_context, make_accelerator
 from grpo.early_stopping import EarlyStopping
 from grpo.launch import single_cpu_process_note
-from grpo.optim import build_optimizer, build_scheduler
-from grpo.resume import check_compatible, gather_rng_states, restore_rng, shared_resume_path
+from grpo.optim import StagedSchedule, build_optimizer, run_stages, saved_schedule
+from grpo.resume import (
+    check_compatible,
+    gather_rng_states,
+    rank0_value,
+    restore_training,
+    shared_resume_path,
+    write_shards,
+)
 from grpo.run_report import header, summary
 from grpo.stages.grpo import grpo_step
 from grpo.stages.rce import rce_step
@@ -90,6 +97,7 @@ class Recipe:
                 f"prompts per step are split across processes: must be divisible by {acc.num_processes}",
             )
         ckpt.check_writable(self.output_dir)
+        self.shared_checkpoint_root = rank0_value(acc, self.checkpoint_root)  # where every process writes shards
         resume_path = shared_resume_path(acc, cfg.trainer.resume, self.checkpoint_root)
         resume_state = ckpt.read_state(resume_path) if resume_path else None
         if resume_state:
@@ -99,6 +107,7 @@ class Recipe:
         self.sampler = BatchSampler(self.ctx.task.train, cfg.task.domain_ratios, seed=self.derived.data_seed)
         self._start_tracking(resume_state.get("mlflow_run_id") if resume_state else None)
         self.resume_training = ckpt.load_training(resume_path) if resume_path else None
+        self._build_optimizer(resume_path)
         if resume_state:
             self._restore_progress(resume_state)
         if acc.is_main_process:
@@ -137,13 +146,7 @@ class Recipe:
         self.early.load_state_dict(state["early_stopping"])
         self.final_metrics.update(state.get("metrics", {}))
         self.skipped_total = state.get("skipped_steps", 0)
-        training = self.resume_training
-        self.sampler.load_state_dict(training["sampler"])
-        restore_rng(self.accelerator, training.get("rng_per_rank") or [training["rng"]], self.cfg.seed, self.step)
-        if training.get("kl_ctrl"):
-            self.ctx.kl_ctrl.load_state_dict(training["kl_ctrl"])
-        if training.get("experience") is not None and self.ctx.experience is not None:
-            self.ctx.experience.load_state_dict(training["experience"])
+        restore_training(self.accelerator, self.ctx, self.sampler, self.resume_training, self.cfg.seed, self.step)
 
     def flat_config(self) -> dict:
         return flat_config(self.comp.raw)
@@ -183,26 +186,29 @@ class Recipe:
         self.tracker.log_metrics({"time/total": self.final_metrics["time/total"]}, self.step)
         return self.final_metrics
 
-    def _stage_optimizer(self, stage: str, lr: float, steps: int, warmup: int):
-        s = self.cfg.schedule
-        opt = build_optimizer(self.ctx.policy.parameters(), self.cfg.trainer.optim, lr)
-        sched = build_scheduler(
-            opt, total_steps=steps, warmup_steps=warmup, decay=s.lr_scheduler, min_ratio=s.min_lr_ratio
+    def _build_optimizer(self, resume_path: str | None) -> None:
+        """The run's one optimizer and LR schedule, prepared once (what FSDP and ZeRO need); each stage
+        restarts both (`StagedSchedule.begin`). A resumed run continues the checkpoint's."""
+        cfg, stages = self.cfg, run_stages(self.cfg, self.derived)
+        opt = build_optimizer(self.ctx.policy.parameters(), cfg.trainer.optim, cfg.schedule.rce_lr)
+        self.optimizer = self.accelerator.prepare(opt)
+        self.ctx.parallel.watch_optimizer(self.optimizer)
+        self.schedule = StagedSchedule(
+            self.optimizer, stages, decay=cfg.schedule.lr_scheduler, min_ratio=cfg.schedule.min_lr_ratio
         )
         training = self.resume_training
-        if training and training.get("stage") == stage:  # continue the stage where the checkpoint left it
-            opt.load_state_dict(training["optimizer"])
-            sched.load_state_dict(training["scheduler"])
-        return self.accelerator.prepare(opt, sched)
+        if training:
+            self.ctx.parallel.load(resume_path, self.ctx.policy, self.optimizer, training)
+            self.schedule.load_state_dict(saved_schedule(training))
 
-    def _bar(self, total: int, initial: int, desc: str):
-        return tqdm(
-            total=total, initial=initial, desc=desc, dynamic_ncols=True, disable=not self.accelerator.is_main_process
-        )
+    def _bar(self, total: int, initial: int, desc: str, leave: bool = True):
+        main = self.accelerator.is_main_process
+        return tqdm(total=total, initial=initial, desc=desc, leave=leave, dynamic_ncols=True, disable=not main)
 
     def _run_rce(self) -> None:
         steps = self.derived.rce_steps
-        opt, sched = self._stage_optimizer("rce", self.cfg.schedule.rce_lr, steps, self.derived.rce_warmup_steps)
+        self.schedule.begin("rce")
+        opt, sched = self.optimizer, self.schedule
         with self._bar(steps, self.step, "RCE") as bar:
             while self.step < steps:
                 self.step += 1
@@ -214,12 +220,12 @@ class Recipe:
                 bar.update()
                 if self._eval_due():
                     self._evaluate()
-        self._save("rce", opt, sched)  # a stage boundary: resuming later never redoes RCE
+        self._save("rce")  # a stage boundary: resuming later never redoes RCE
 
     def _run_grpo(self) -> None:
         cfg, rce_steps, steps = self.cfg, self.derived.rce_steps, self.derived.grpo_steps
-        mu = cfg.algorithm.num_iterations  # optimizer updates per GRPO step: the LR schedule counts updates
-        opt, sched = self._stage_optimizer("grpo", cfg.schedule.grpo_lr, steps * mu, self.derived.warmup_steps * mu)
+        self.schedule.begin("grpo")  # a fresh optimizer state and the GRPO schedule (unless resumed inside GRPO)
+        opt, sched = self.optimizer, self.schedule
         last_warned = -(10**9)
         batch_size = cfg.rollout.batch_size
         end = rce_steps + steps
@@ -251,11 +257,11 @@ class Recipe:
                         self.tracker.log_table(rows, f"completions/step_{self.step:06d}.json")
                 bar.set_postfix(reward=f"{metrics['train/reward']:.2f}", kl=f"{metrics.get('train/kl', 0.0):.3f}")
                 bar.update()
-                self._guard(metrics["train/skipped"], metrics.get("train/loss/total", 0.0), opt, sched)
+                self._guard(metrics["train/skipped"], metrics.get("train/loss/total", 0.0), save=True)
                 best = self._evaluate() if self._eval_due() or is_last else False
                 if (cfg.trainer.save_every and (grpo_index + 1) % cfg.trainer.save_every == 0) or is_last or best:
-                    self._save("grpo", opt, sched, best=best)
-                self._check_early_stop(opt, sched)
+                    self._save("grpo", best=best)
+                self._check_early_stop()
         if steps == 0 and self.step == rce_steps and self.last_eval_step != self.step:  # not twice at one step
             self._evaluate()
 
@@ -272,7 +278,7 @@ class Recipe:
         return bool(every) and self.step % every == 0
 
     # ---------------------------------------------------------------- guards
-    def _guard(self, skipped: float, loss: float, opt=None, sched=None) -> None:
+    def _guard(self, skipped: float, loss: float, save: bool = False) -> None:
         """Count non-finite updates; too many in a row stop the run at its last good state."""
         if not skipped:
             self.bad_steps = 0
@@ -286,18 +292,18 @@ class Recipe:
             self.bad_steps,
         )
         if self.bad_steps >= self.cfg.trainer.max_bad_steps:
-            if opt is not None:
-                self._save("grpo", opt, sched)
+            if save:
+                self._save("grpo")
             raise StopRun(
                 f"{self.bad_steps} non-finite updates in a row at step {self.step} (trainer.max_bad_steps="
                 f"{self.cfg.trainer.max_bad_steps}); the last good weights are checkpointed. "
                 "Lower the learning rate or check the reward for NaN/inf"
             )
 
-    def _check_early_stop(self, opt, sched) -> None:
+    def _check_early_stop(self) -> None:
         if self.cfg.eval.early_stopping.enabled and self.early.should_stop:
             if self.last_saved_step != self.step:
-                self._save("grpo", opt, sched)
+                self._save("grpo")
             raise StopRun(
                 f"early stopping: {self.watched_metric} has not improved for {self.early.bad_evals} validations "
                 f"(best {self.early.best:.4f} at step {self.early.best_step})"
@@ -307,13 +313,7 @@ class Recipe:
     def _evaluate(self) -> bool:
         """Validate; returns whether this is the best validation so far."""
         examples = self.ctx.task.val[: self.cfg.eval.num_samples]
-        with tqdm(
-            total=len(examples),
-            desc="eval",
-            leave=False,
-            dynamic_ncols=True,
-            disable=not self.accelerator.is_main_process,
-        ) as bar:
+        with self._bar(len(examples), 0, "eval", leave=False) as bar:
             metrics = validate(self.ctx, examples, progress=bar)
         self.final_metrics.update(metrics)
         self.last_eval_step = self.step
@@ -333,10 +333,12 @@ class Recipe:
                 self.trial.prune()
         return best and self.cfg.eval.save_best
 
-    def _save(self, stage: str, optimizer, scheduler, best: bool = False) -> None:
+    def _save(self, stage: str, best: bool = False) -> None:
+        acc = self.accelerator
         self.last_saved_step = self.step
-        rng_per_rank = gather_rng_states(self.accelerator)  # every process: a collective under DDP
-        if not self.accelerator.is_main_process:
+        rng_per_rank = gather_rng_states(acc)  # every process: a collective under DDP
+        staging = write_shards(acc, self.ctx, self.optimizer, self.shared_checkpoint_root, self.step)
+        if not acc.is_main_process:
             return
         state = {
             "step": self.step,
@@ -351,8 +353,8 @@ class Recipe:
         }
         training = {
             "stage": stage,
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
+            "optimizer": self.ctx.parallel.optimizer_state(self.optimizer),  # None: in the shards
+            "schedule": self.schedule.state_dict(),
             "rng": rng_per_rank[0],
             "rng_per_rank": rng_per_rank,
             "sampler": self.sampler.state_dict(),
@@ -362,10 +364,11 @@ class Recipe:
         path = ckpt.save_checkpoint(
             self.checkpoint_root,
             self.step,
-            self.accelerator.unwrap_model(self.ctx.policy),
+            self.ctx.sampler_model,  # the whole model, in the standard format (peft's adapter or the full model)
             self.ctx.tokenizer,
             state,
             training,
+            staging=staging,
         )
         self.checkpoints.append(path)
         keep = {self.early.best_step} if self.cfg.eval.save_best and self.early.best_step is not None else set()

@@ -45,6 +45,36 @@ def shared_resume_path(accelerator, mode: str, checkpoint_root: str) -> str | No
     return found
 
 
+def write_shards(accelerator, ctx, optimizer, root: str, step: int) -> str:
+    """Every process: checkpoint `step`'s staging directory, emptied by rank 0, with what the parallel
+    strategy keeps in shards written into it by each process (FSDP); rank 0 writes the rest."""
+    staging = ckpt.staging_dir(root, step)
+    if accelerator.is_main_process:
+        ckpt.reset_dir(staging)
+    accelerator.wait_for_everyone()
+    ctx.parallel.save_shards(staging, ctx.policy, optimizer)
+    return staging
+
+
+def restore_training(accelerator, ctx, sampler, training: dict, seed: int, step: int) -> None:
+    """A checkpoint's data order, random streams, KL controller and experience buffer, restored."""
+    sampler.load_state_dict(training["sampler"])
+    restore_rng(accelerator, training.get("rng_per_rank") or [training["rng"]], seed, step)
+    if training.get("kl_ctrl"):
+        ctx.kl_ctrl.load_state_dict(training["kl_ctrl"])
+    if training.get("experience") is not None and ctx.experience is not None:
+        ctx.experience.load_state_dict(training["experience"])
+
+
+def rank0_value(accelerator, value):
+    """Rank 0's `value` on every process (e.g. its checkpoint directory: the others run in scratch ones)."""
+    if accelerator.num_processes == 1:
+        return value
+    from accelerate.utils import broadcast_object_list
+
+    return broadcast_object_list([value])[0]
+
+
 def check_compatible(path: str, state: dict[str, Any], current: dict[str, Any]) -> None:
     """Refuse a checkpoint trained with another config (budgets, cadences and outputs may change)."""
     saved = state.get("config", {})

@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 
 from grpo.compose import CONF_DIR, finish, register
 from grpo.config.errors import ConfigError, explain
-from grpo.launch import launch_error
+from grpo.launch import launch_error, launch_overrides
 
 log = logging.getLogger("grpo")
 
@@ -158,7 +158,8 @@ def _secondary_rank_overrides() -> list[str]:
 
 def main() -> None:
     register()
-    error = precheck(sys.argv[1:]) or launch_error()
+    sys.argv += launch_overrides(sys.argv[1:])
+    error = precheck(sys.argv[1:]) or launch_error(sys.argv[1:])
     if error:
         if int(os.environ.get("RANK", "0")) == 0:  # one line, not one per process
             print(f"error: {error}", file=sys.stderr)

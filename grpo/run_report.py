@@ -38,7 +38,7 @@ def header(comp: Composition, *, run_dir: str, ctx: RunContext, tracker) -> str:
         f"  sampling   up to {max_new_tokens} new tokens{bound}",
         engine_line(cfg, ctx),
         seeds_line(comp),
-        f"  processes  {comp_processes()}",
+        f"  processes  {comp_processes()}: {ctx.parallel.describe()}",
         f"  outputs    {run_dir}",
         f"  tracking   {cfg.logger.backend}"
         + (f" {cfg.logger.tracking_uri} (run {tracker.run_id})" if tracker.run_id else ""),

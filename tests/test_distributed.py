@@ -101,34 +101,27 @@ def test_batch_not_divisible_by_processes_is_one_line(tmp_path):
     )
 
 
-FSDP_CONFIG = """\
-compute_environment: LOCAL_MACHINE
-distributed_type: FSDP
-num_machines: 1
-num_processes: 2
-machine_rank: 0
-mixed_precision: "no"
-rdzv_backend: static
-same_network: true
-use_cpu: false
-fsdp_config:
-  fsdp_version: 2
-  fsdp_auto_wrap_policy: TRANSFORMER_BASED_WRAP
-  fsdp_reshard_after_forward: true
-  fsdp_offload_params: false
-  fsdp_state_dict_type: SHARDED_STATE_DICT
-"""
-
-
 def test_sharded_strategies_are_read_from_what_accelerate_launch_exports():
     from grpo.launch import launch_error, sharded_strategy
 
-    assert sharded_strategy({}) is None and launch_error({}) is None
+    assert sharded_strategy({}) is None and launch_error([], {}) is None
     assert sharded_strategy({"ACCELERATE_USE_FSDP": "true"}) == "FSDP"
     assert sharded_strategy({"ACCELERATE_USE_DEEPSPEED": "True"}) == "DEEPSPEED"
     assert sharded_strategy({"ACCELERATE_USE_FSDP": "false", "ACCELERATE_USE_DEEPSPEED": "false"}) is None
-    line = launch_error({"ACCELERATE_USE_DEEPSPEED": "true"})
-    assert "\n" not in line and "DEEPSPEED" in line and "conf/accelerate/ddp.yaml" in line
+    line = launch_error([], {"ACCELERATE_USE_DEEPSPEED": "true"})
+    assert "\n" not in line and "DEEPSPEED" in line and "trainer.parallel=fsdp" in line
+    assert "conf/accelerate/fsdp.yaml" in line
+
+
+def test_an_fsdp_launch_means_trainer_parallel_fsdp():
+    from grpo.launch import launch_error, launch_overrides
+
+    fsdp = {"ACCELERATE_USE_FSDP": "true"}
+    assert launch_overrides(["+preset=minimal"], fsdp) == ["trainer.parallel=fsdp"]
+    assert launch_overrides(["trainer.parallel=fsdp"], fsdp) == [] and launch_overrides(["x=1"], {}) == []
+    assert launch_error(["trainer.parallel=fsdp"], fsdp) is None
+    line = launch_error(["trainer.parallel=ddp"], fsdp)
+    assert "\n" not in line and "trainer.parallel=ddp under an FSDP launch" in line
 
 
 def test_cpu_launch_that_started_one_process_is_named():
@@ -179,32 +172,6 @@ def test_the_plain_cpu_launch_trains_one_process_and_says_so(tmp_path):
     assert samples_per_step(uri) == [24.0, 24.0, 24.0]
     out = proc.stdout + proc.stderr
     assert "started 1 process" in out and "processes  1" in out
-
-
-@pytest.mark.slow
-def test_sharded_launch_is_refused_in_one_line_before_any_run(tmp_path):
-    config = tmp_path / "fsdp.yaml"
-    config.write_text(FSDP_CONFIG)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "accelerate.commands.launch",
-            "--config_file",
-            str(config),
-            "-m",
-            "grpo.run",
-            *COMMON,
-            f"logger.tracking_uri=sqlite:///{tmp_path}/m.db",
-            f"hydra.run.dir={tmp_path}/run",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode != 0
-    assert proc.stderr.count("error: accelerate distributed_type=FSDP: sharded training is not supported") == 1
-    assert not (tmp_path / "run").exists() and not (tmp_path / "m.db").exists()
 
 
 DDP_RESUME = [

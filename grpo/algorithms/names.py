@@ -10,6 +10,7 @@ RATIO_LEVELS = ("token", "sequence")
 AGGREGATION_MODES = ("sum_then_normalize", "normalize_then_sum")
 KL_CONTROLLERS = ("fixed", "adaptive")
 OPTIMIZERS = ("adamw", "adamw_fused", "sgd")
+PARALLEL_STRATEGIES = ("ddp", "fsdp")  # trainer.parallel (grpo/parallel/)
 # Rollouts (rollout.*): who samples, how the policy reaches a vLLM engine, the mismatch correction.
 ROLLOUT_ENGINES = ("merged", "hf", "vllm", "vllm_server")
 VLLM_SYNC_MODES = ("adapter", "merged")

@@ -14,7 +14,7 @@ def run_ours(args: argparse.Namespace) -> dict:
     import torch
 
     from grpo.compose import compose
-    from grpo.optim import build_optimizer, build_scheduler
+    from grpo.optim import Stage, StagedSchedule
     from grpo.recipe import Recipe
     from grpo.stages.grpo import grpo_step
     from grpo.timing import StepTimer
@@ -26,15 +26,12 @@ def run_ours(args: argparse.Namespace) -> dict:
         ctx, acc, cfg = recipe.ctx, recipe.accelerator, comp.cfg
         configure = ours_configurations(args, ctx)
         rungs = list(LADDER) if args.ladder else [None]
-        opt = build_optimizer(ctx.policy.parameters(), cfg.trainer.optim, cfg.schedule.grpo_lr)
-        sched = build_scheduler(
-            opt,
-            total_steps=recipe.derived.grpo_steps * len(rungs),
-            warmup_steps=0,
-            decay=cfg.schedule.lr_scheduler,
-            min_ratio=cfg.schedule.min_lr_ratio,
+        opt = recipe.optimizer  # the run's one optimizer, on one GRPO schedule as long as the bench
+        stage = Stage(cfg.schedule.grpo_lr, recipe.derived.grpo_steps * len(rungs), 0)
+        sched = StagedSchedule(
+            opt, {"grpo": stage}, decay=cfg.schedule.lr_scheduler, min_ratio=cfg.schedule.min_lr_ratio
         )
-        opt, sched = acc.prepare(opt, sched)
+        sched.begin("grpo")
         cuda = acc.device.type == "cuda"
         ctx.timer = StepTimer(sync=torch.cuda.synchronize if cuda else None)  # a phase ends when its kernels do
 

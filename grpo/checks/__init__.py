@@ -26,6 +26,7 @@ from grpo.checks.groups import (
     check_task,
     check_trainer,
 )
+from grpo.checks.parallel import check_parallel
 from grpo.checks.rules import one_of
 from grpo.config.schema import RunConfig
 
@@ -46,6 +47,7 @@ def check(
     check_task(cfg, domains_of)
     check_aflow(cfg)
     check_trainer(cfg)
+    check_parallel(cfg)
     check_eval(cfg)
     check_logger(cfg)
     one_of("model.tiny.architecture", cfg.model.tiny.architecture, ARCHITECTURES)

@@ -11,6 +11,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# The trainer group (optimizer, parallel strategy, offloading) has its own module; its types are
+# reachable from here like every other group's.
+from grpo.config.trainer import (  # noqa: F401
+    FsdpConfig,
+    OffloadConfig,
+    OptimConfig,
+    RefConfig,
+    RefFsdpConfig,
+    TrainerConfig,
+)
+
 
 @dataclass
 class TinyArchConfig:
@@ -280,34 +291,6 @@ class TaskConfig:
     val_fraction: float = 0.1
     # Offline RCE / GRPO candidates: records {prompt, answer?, candidates: [{text, score, correct}]}.
     candidates_path: str | None = None
-
-
-@dataclass
-class OptimConfig:
-    name: str = "adamw"  # adamw | adamw_fused (one fused kernel per step) | sgd
-    weight_decay: float = 0.0
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adamw's
-    momentum: float = 0.0  # sgd's
-
-
-@dataclass
-class TrainerConfig:
-    max_steps: int | None = 10  # GRPO optimizer steps; null: from schedule.grpo_epochs
-    gradient_accumulation_steps: int = 1
-    max_grad_norm: float = 1.0
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    save_every: int = 0  # GRPO steps between checkpoints; 0: only the final one (and the end of RCE)
-    save_limit: int | None = None  # keep the newest N checkpoints (plus the best); null keeps all
-    # auto: continue from the latest good checkpoint in the output dir; never; or a checkpoint path.
-    resume: str = "auto"
-    # Weights only from a checkpoint directory (checkpoints/step_N): a new run with its own stages,
-    # optimizer, step counter and random streams (e.g. GRPO trials from one finished RCE stage).
-    init_from: str | None = None
-    max_bad_steps: int = 3  # non-finite losses/gradients in a row before the run stops
-    output_dir: str | None = None  # null: the Hydra run directory
-    device: str = "auto"  # auto | cpu | cuda | cuda:0 ...
-    mixed_precision: str = "no"  # no | bf16 | fp16 (through accelerate)
-    threads: int | None = None  # torch intra-op threads; null leaves torch's default
 
 
 @dataclass

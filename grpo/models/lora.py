@@ -37,12 +37,13 @@ def apply_lora(model: PreTrainedModel, cfg: LoraConfig) -> torch.nn.Module:
 
 
 def reference_context(
-    policy: torch.nn.Module, lora_enabled: bool
+    policy: torch.nn.Module, lora_enabled: bool, place: Callable[[torch.nn.Module], torch.nn.Module] | None = None
 ) -> Callable[[], AbstractContextManager[torch.nn.Module]]:
     """A factory of contexts that yield the reference model for the KL term.
 
     With LoRA it is the policy itself with the adapter disabled (no second copy). For full
-    fine-tuning a frozen copy is made here, once: call this only when a KL term needs it.
+    fine-tuning a frozen copy is made here, once: call this only when a KL term needs it; `place`
+    puts it where the policy goes (a device, or FSDP shards: grpo/parallel/).
     """
     if lora_enabled:
         # peft's disable_adapter() inspects every module's status on each call (2-5 ms per step on
@@ -63,6 +64,8 @@ def reference_context(
 
         return disabled_adapter
     frozen = copy.deepcopy(policy).eval().requires_grad_(False)
+    if place is not None:
+        frozen = place(frozen)
 
     @contextlib.contextmanager
     def frozen_copy():

@@ -22,10 +22,13 @@ def update(ctx: RunContext, loss: torch.Tensor, optimizer, scheduler, losses_fin
     if not acc.sync_gradients:
         return 0.0, False
     with ctx.timer.phase("optimizer"):
-        grad_norm = float(acc.clip_grad_norm_(ctx.policy.parameters(), ctx.cfg.trainer.max_grad_norm))
+        grad_norm = ctx.parallel.clip_grad_norm(ctx.policy, ctx.cfg.trainer.max_grad_norm)
         stepped = losses_finite and math.isfinite(grad_norm)
         if stepped:
             optimizer.step()
-            scheduler.step()
+            stepped = not getattr(optimizer, "step_was_skipped", False)  # fp16: the loss scaler may skip it
         optimizer.zero_grad(set_to_none=True)
+        if stepped:
+            scheduler.step()  # once per update, whatever the process count
+            ctx.parallel.after_update(ctx.policy)  # e.g. the sampler's whole copy of sharded weights
     return grad_norm, stepped
