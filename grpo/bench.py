@@ -3,6 +3,7 @@
     python -m grpo.bench --model tiny                      # our step, 3 runs
     python -m grpo.bench --model small --vs trl --repeats 5
     python -m grpo.bench --model small tiny_vllm --engine merged hf vllm --new-tokens 8 64 256   # side by side
+    python -m grpo.bench --parallel --threads 1            # DDP vs FSDP2, lora=none, 2 gloo processes
 
 Ours is the real step: the components come from `Recipe.setup` on a composed config and each
 step is `grpo.stages.grpo.grpo_step`. TRL's is `GRPOTrainer` on the identical workload: the same
@@ -15,8 +16,13 @@ speed drifts between processes, so ratios are taken pair by pair and their media
 Phases of our step: generation, reference forward, policy forward (with the loss), backward,
 optimizer (clip + step). Peak memory is the process's peak RSS.
 
-The work is in `grpo.benchmark` (workload, report, ours, trl_trainer); this module is the command
-line: it parses the flags, spawns the `--worker` runs and prints their report.
+`--parallel` is another measurement: full fine-tuning (`lora=none`) data-parallel against FSDP2 in
+one launch of 2 gloo processes, per-rank bytes of parameters, gradients, optimizer state and the
+sampler copy, and the step time (grpo/benchmark/sharding.py; default models small and qwen2_100m).
+
+The work is in `grpo.benchmark` (workload, report, ours, trl_trainer, sharding); this module is the
+command line: it parses the flags, spawns the `--worker` runs (or the `--parallel` launch) and prints
+their report.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import sys
 
 from grpo.benchmark.ours import run_ours
 from grpo.benchmark.report import grid_cell, grid_table, ladder_table, report, table
+from grpo.benchmark.sharding import QWEN2_100M, run_parallel
 from grpo.benchmark.trl_trainer import run_trl
 
 
@@ -41,9 +48,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--model",
         nargs="+",
-        default=["tiny"],
-        choices=["tiny", "small", "tiny_vllm"],
-        help="conf/model size(s); several: all interleaved in one run, a table each (default tiny)",
+        default=None,
+        choices=["tiny", "small", "tiny_vllm", QWEN2_100M],
+        help=f"conf/model size(s); several: all interleaved in one run, a table each (default tiny; "
+        f"--parallel: small {QWEN2_100M}, the latter ~100M parameters and for --parallel only)",
     )
     p.add_argument("--prompts", type=int, default=8, help="prompts per step (default 8)")
     p.add_argument("--group", type=int, default=4, help="completions per prompt (default 4)")
@@ -56,8 +64,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--lora-rank", type=int, default=8, help="LoRA rank on q/k/v/o; alpha = 2 x rank (default 8)")
     p.add_argument("--kl", action=argparse.BooleanOptionalAction, default=True, help="k3 KL at beta 0.04 (default on)")
-    p.add_argument("--steps", type=int, default=20, help="timed steps per run (default 20)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
+    p.add_argument("--steps", type=int, default=None, help="timed steps per run (default 20; --parallel: 5)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 3; --parallel: 1)")
     p.add_argument("--repeats", type=int, default=3, help="runs (processes) per implementation (default 3)")
     p.add_argument("--vs", choices=["trl"], default=None, help="also run TRL's GRPOTrainer, interleaved")
     p.add_argument(
@@ -91,10 +99,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="ours only: each speed change in turn, in one process, a step of each rung in turn",
     )
+    p.add_argument(
+        "--parallel",
+        action="store_true",
+        help="DDP vs FSDP2 with lora=none in one launch of 2 gloo processes: per-rank memory and step time",
+    )
+    p.add_argument("--batch", type=int, default=4, help="--parallel: sequences per rank per step (default 4)")
+    p.add_argument("--seq-len", type=int, default=64, help="--parallel: tokens per sequence (default 64)")
     p.add_argument("--threads", type=int, default=None, help="torch threads in every run (default: torch's)")
     p.add_argument("--json", dest="json_path", default=None, help="also write the JSON result to this file")
     p.add_argument("--worker", choices=["ours", "trl"], default=None, help=argparse.SUPPRESS)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.model is None:
+        args.model = ["small", QWEN2_100M] if args.parallel else ["tiny"]
+    elif QWEN2_100M in args.model and not args.parallel:
+        p.error(f"--model {QWEN2_100M} is for --parallel only")
+    if args.steps is None:
+        args.steps = 5 if args.parallel else 20
+    if args.warmup is None:
+        args.warmup = 1 if args.parallel else 3
+    return args
 
 
 def spawn(impl: str, args: argparse.Namespace, model: str) -> dict:  # args: one engine, one length
@@ -141,6 +165,10 @@ def main(argv: list[str] | None = None) -> dict | None:
         result = run_ours(args) if args.worker == "ours" else run_trl(args)
         print(json.dumps(result))
         return result
+    if args.parallel:
+        if args.ladder or args.vs:
+            raise SystemExit("--parallel measures DDP against FSDP2; no --ladder or --vs")
+        return run_parallel(args)
     if args.ladder and args.vs:
         raise SystemExit("--ladder compares our own variants; run --vs trl separately")
     if len(args.engine) > 1 or len(args.new_tokens) > 1:
