@@ -1,6 +1,7 @@
 """vLLM in tests: skip where it is absent (the main environment), fail where it must run
 (`.ci/vllm` sets GRPO_REQUIRE_VLLM=1 in .venv-vllm: a skip there would hide a broken install);
-a tiny model whose head size vLLM's CPU attention accepts; a real OpenAI-compatible server."""
+a tiny model whose head size vLLM's CPU attention accepts; a real OpenAI-compatible server, with
+the project's character tokenizer and a plain chat template when chat completions are asked of it."""
 
 from __future__ import annotations
 
@@ -57,6 +58,18 @@ def tiny_vllm(lora: bool = False, dropout: float = 0.0):
     return model, tok
 
 
+CHAT_TEMPLATE = "{% for m in messages %}{{ m['content'] }}\n{% endfor %}"  # each message's text, then a newline
+
+
+def save_chat_tokenizer(tokenizer, path: str) -> str:
+    """`tokenizer` with CHAT_TEMPLATE, saved alone in `path` for the server's --tokenizer. Not in the
+    weights' folder: beside a config.json naming qwen2, AutoTokenizer builds Qwen2's tokenizer from
+    these files instead (it drops spaces and newlines). Returns `path`."""
+    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.save_pretrained(path)
+    return path
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -64,10 +77,12 @@ def free_port() -> int:
 
 
 class VLLMServer:
-    """`python -m vllm.entrypoints.openai.api_server` on 127.0.0.1 with runtime LoRA loading."""
+    """`python -m vllm.entrypoints.openai.api_server` on 127.0.0.1 with runtime LoRA loading; token
+    ids only (--skip-tokenizer-init), or also text and chat with `tokenizer` (a folder, --tokenizer)."""
 
-    def __init__(self, model_dir: str, log: Path, port: int | None = None):
+    def __init__(self, model_dir: str, log: Path, port: int | None = None, tokenizer: str | None = None):
         self.model_dir, self.log, self.port = model_dir, log, port or free_port()
+        self.tokenizer = tokenizer
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
 
@@ -77,7 +92,8 @@ class VLLMServer:
             "--model", self.model_dir, "--host", "127.0.0.1", "--port", str(self.port),
             "--enable-lora", "--max-lora-rank", "8", "--max-loras", "1",
             "--dtype", "float32", "--enforce-eager", "--max-model-len", "64",
-            "--logprobs-mode", "processed_logprobs", "--skip-tokenizer-init", "--seed", "0",
+            "--logprobs-mode", "processed_logprobs", "--seed", "0",
+            *(["--tokenizer", self.tokenizer] if self.tokenizer else ["--skip-tokenizer-init"]),
         ]  # fmt: skip
 
     def start(self, timeout: float = 300) -> VLLMServer:
