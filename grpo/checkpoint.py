@@ -31,7 +31,8 @@ STATE_FILE = "trainer_state.json"
 TRAINING_FILE = "training_state.pt"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
-# Keys that may change when a run is resumed: budgets, cadences, tracking and output places.
+# Keys (prefixes of flattened keys) that may change when a run is resumed: budgets, cadences, tracking
+# and output places, and how the same servers are reached.
 RESUMABLE_CHANGES = (
     "trainer.max_steps",
     "trainer.resume",
@@ -44,6 +45,18 @@ RESUMABLE_CHANGES = (
     "logger.",
     "paths.",
     "optuna_trial",
+    # where and how the same executor LLM is reached (not what it is asked: model, temperature, max_tokens)
+    "reward.executor.base_url",
+    "reward.executor.api_key_env",
+    "reward.executor.timeout",
+    "reward.executor.max_retries",
+    "reward.executor.max_concurrency",
+    "reward.executor.cache",
+    "reward.executor.cache_path",
+    # where and how the same vLLM server is reached (rollout.engine=vllm_server)
+    "rollout.server_url",
+    "rollout.server_timeout",
+    "rollout.server_retries",
 )
 
 

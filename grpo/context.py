@@ -64,6 +64,15 @@ class RunContext:
         """The whole, bare model for generate(): no DDP wrapper, no FSDP shard (grpo/parallel/)."""
         return self.parallel.sampler_model(self.policy)
 
+    def memory_state(self) -> dict:
+        """What the run learned from its rollouts besides the weights, for a checkpoint's training state
+        (restored by resume.restore_training): the experience buffer (None: off) and the prompts' memory
+        (AFlow's best workflows; {}: none). Both are fed every process's rows: the same on every rank."""
+        return {
+            "experience": self.experience.state_dict() if self.experience is not None else None,
+            "prompts": self.prompts.state_dict(),
+        }
+
     def local_share(self, items: Sequence) -> list:
         """This process's share of a global batch (prompts per step are global)."""
         return list(items[self.accelerator.process_index :: self.accelerator.num_processes])

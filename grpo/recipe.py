@@ -359,7 +359,7 @@ class Recipe:
             "rng_per_rank": rng_per_rank,
             "sampler": self.sampler.state_dict(),
             "kl_ctrl": self.ctx.kl_ctrl.state_dict(),
-            "experience": self.ctx.experience.state_dict() if self.ctx.experience is not None else None,
+            **self.ctx.memory_state(),  # the experience buffer and the prompts' memory (AFlow's best workflows)
         }
         path = ckpt.save_checkpoint(
             self.checkpoint_root,

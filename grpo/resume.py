@@ -57,13 +57,15 @@ def write_shards(accelerator, ctx, optimizer, root: str, step: int) -> str:
 
 
 def restore_training(accelerator, ctx, sampler, training: dict, seed: int, step: int) -> None:
-    """A checkpoint's data order, random streams, KL controller and experience buffer, restored."""
+    """A checkpoint's data order, random streams, KL controller, experience buffer and prompt memory."""
     sampler.load_state_dict(training["sampler"])
     restore_rng(accelerator, training.get("rng_per_rank") or [training["rng"]], seed, step)
     if training.get("kl_ctrl"):
         ctx.kl_ctrl.load_state_dict(training["kl_ctrl"])
     if training.get("experience") is not None and ctx.experience is not None:
         ctx.experience.load_state_dict(training["experience"])
+    if training.get("prompts"):  # absent from checkpoints written before the prompts had a memory
+        ctx.prompts.load_state_dict(training["prompts"])
 
 
 def rank0_value(accelerator, value):

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-PHASES = {"generation", "reference_forward", "policy_forward", "backward", "optimizer", "other"}
+PHASES = {"generation", "replay", "reference_forward", "policy_forward", "backward", "optimizer", "other"}
 
 
 def bench(*args, timeout=300):
@@ -79,3 +79,16 @@ def test_bench_vs_trl_runs_both_sizes_interleaved_and_reports_the_ratios():
         assert pair["ratio"] == pytest.approx(pair["ours_s"] / pair["trl_s"])
         assert r["median_ratio"] == pair["ratio"]
     assert out.count("median ratio") == 2
+
+
+def test_step_phases_report_the_replay_phase_of_the_step_timer():
+    """Every phase the GRPO step times is a bench phase of its own, and not counted in "other"."""
+    from grpo.benchmark.ours import step_phases
+    from grpo.benchmark.workload import PHASES as BENCH_PHASES
+    from grpo.timing import StepTimer
+
+    timer = StepTimer()
+    timer.seconds.update(step=1.0, generation=0.4, replay=0.1, reference_forward=0.05, policy_forward=0.2)
+    phases = step_phases(timer)
+    assert phases["replay"] == 0.1 and phases["other"] == pytest.approx(0.25)
+    assert set(BENCH_PHASES) == set(phases) - {"step"} == PHASES

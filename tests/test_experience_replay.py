@@ -17,7 +17,8 @@ from grpo.compose import compose
 from grpo.recipe import Recipe
 from grpo.rollout.engine import SamplingParams
 from grpo.rollout.logprobs import sequence_logprobs
-from grpo.stages.grpo import Batch, grpo_step, sampler_correction
+from grpo.rollout.prompts import Prompts
+from grpo.stages.grpo import Batch, _sample, grpo_step, sampler_correction
 from grpo.stages.rce import rollout_from_texts
 from grpo.tasks.candidates import load_candidates
 from tests.helpers.run_metrics import TOL
@@ -120,6 +121,49 @@ def test_a_flat_group_gets_a_buffered_success_and_a_spread(tmp_path):
     assert metrics["rollout/logprob_diff_max"] < 1e-5
 
 
+class StepPrompts(Prompts):
+    """A prompt seam whose text changes every step, as AFlow's does when its best workflows change."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def for_sampling(self, examples):
+        self.calls += 1
+        return [f"[{self.calls}] {ex.prompt}" for ex in examples]
+
+
+def test_the_buffer_is_keyed_by_the_examples_prompt_when_the_shown_prompt_changes(tmp_path):
+    """Step 1 samples the right answer (buffered), step 2 only wrong ones under another shown prompt:
+    the buffered success is found by the example's own prompt and replayed."""
+    overrides = ["task=numgame", "lora=none", "logger=none", "schedule.rce_steps=0", "trainer.max_steps=2"]
+    overrides += ["rollout.batch_size=1", "rollout.group_size=4", "algorithm.kl_beta=0.0", BUFFER]
+    recipe = Recipe(compose([*overrides, f"trainer.output_dir={tmp_path}"]), run_dir=str(tmp_path), tags={})
+    recipe.setup()
+    ctx = recipe.ctx
+    ctx.prompts = StepPrompts()
+    example = ctx.task.train[0]
+    wrong = next(a for a in ctx.task.answer_space if a != example.answer)
+
+    class Engine:  # samples `answer` every time
+        answer = example.answer
+
+        def generate(self, model, prompts, params):
+            return rollout_from_texts(ctx, list(prompts), [self.answer] * len(prompts))
+
+    ctx.engine = engine = Engine()
+    opt = torch.optim.SGD(ctx.policy.parameters(), lr=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    grpo_step(ctx, [example], 0, opt, sched)
+    assert ctx.experience.prompts() == [example.prompt]  # not "[1] ...", the prompt step 1 showed
+    engine.answer = wrong
+    metrics, samples = grpo_step(ctx, [example], 1, opt, sched)
+    recipe.cleanup()
+    assert {s["prompt"] for s in samples} == {f"[2] {example.prompt}"}
+    assert metrics["train/replayed"] == 1.0
+    assert [s["completion"] for s in samples] == [wrong, wrong, wrong, example.answer]
+
+
 def test_the_buffer_lowers_zero_spread_groups_on_numgame_after_rce(tmp_path, with_buffer):
     _, _, on, _ = with_buffer
     _, off, _ = run(tmp_path, *NUMGAME)
@@ -175,6 +219,22 @@ LEVER = [
     "schedule.grpo_top_k.late=3",
     "schedule.grpo_top_k.switch_epoch=0.5",  # late from GRPO step 1 on
 ]
+
+
+def test_grpo_groups_from_the_file_are_prompted_through_the_prompt_seam(tmp_path):
+    """The candidates are found by the example's own prompt; the rows carry the prompt the policy is shown."""
+    recipe = Recipe(compose([*LEVER, f"trainer.output_dir={tmp_path}"]), run_dir=str(tmp_path), tags={})
+    recipe.setup()
+    ctx = recipe.ctx
+    ctx.prompts = StepPrompts()
+    examples = list(ctx.task.train[:2])
+    prompts, rollout, _ = _sample(ctx, examples, 1.0, top_k=2)
+    recipe.cleanup()
+    assert prompts == [f"[1] {ex.prompt}" for ex in examples for _ in range(4)]
+    torch.testing.assert_close(rollout.prompt_ids, rollout_from_texts(ctx, prompts, rollout.texts).prompt_ids)
+    found = load_candidates("experiments/data/lever/candidates.jsonl")
+    for i, ex in enumerate(examples):
+        assert set(rollout.texts[4 * i : 4 * i + 4]) == {c.text for c in found.top(ex.prompt, 2)}
 
 
 def test_grpo_groups_draw_from_the_files_top_k_early_then_late(tmp_path):

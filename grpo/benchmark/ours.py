@@ -63,6 +63,7 @@ def step_phases(timer) -> dict[str, float]:
     phases = {
         "step": timer["step"],
         "generation": timer["generation"],
+        "replay": timer["replay"],  # the experience buffer (grpo/stages/replay.py): ~0 when it is off
         "reference_forward": timer["reference_forward"] + timer["old_policy_forward"],
         "policy_forward": timer["policy_forward"],
         "backward": timer["backward"],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import resource
 
-PHASES = ("generation", "reference_forward", "policy_forward", "backward", "optimizer", "other")
+PHASES = ("generation", "replay", "reference_forward", "policy_forward", "backward", "optimizer", "other")
 
 # --ladder: each rung adds one change to the rung before it; all rungs run in one process, a step
 # of each in turn, so the machine's drift hits them alike. The last rung is off by default.

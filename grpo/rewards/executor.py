@@ -21,7 +21,8 @@ reach a language model. Its contract, kept stable for every caller:
 - `drain_stats() -> ExecutorStats`: what happened since the last drain: `calls` (requests that
   went to the server), `cache_hits`, `requests` (all of them), `tokens` (prompt + completion
   tokens the server billed: cache hits cost none), `failures`, `retries`, and `counts` that
-  callers add with `count(name)` (the judge's unparsed scores).
+  callers add with `count(name)` (the judge's unparsed scores). The stages sum every process's
+  (`ExecutorStats.merged`, grpo/stages/scoring.executor_metrics) before logging.
 
 The API key is read from the environment variable `cfg.api_key_env` ("EMPTY" when unset: local
 servers take any key); it is handed to the openai client only, and masked in any error text.
@@ -80,6 +81,20 @@ class ExecutorStats:
     failures: int = 0
     retries: int = 0
     counts: Counter = field(default_factory=Counter)
+
+    @classmethod
+    def merged(cls, parts: Sequence[ExecutorStats]) -> ExecutorStats:
+        """The sum of `parts` (e.g. every process's): counts added, counters' names united."""
+        out = cls()
+        for part in parts:
+            out.requests += part.requests
+            out.calls += part.calls
+            out.cache_hits += part.cache_hits
+            out.tokens += part.tokens
+            out.failures += part.failures
+            out.retries += part.retries
+            out.counts.update(part.counts)
+        return out
 
     def metrics(self, prefix: str = "reward/") -> dict[str, float]:
         out = {

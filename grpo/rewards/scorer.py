@@ -11,7 +11,7 @@ import torch
 from grpo.algorithms.rewards_agg import combine_rewards
 from grpo.config.schema import RewardConfig
 from grpo.rewards.components import resolve
-from grpo.rewards.executor import ExecutorClient
+from grpo.rewards.executor import ExecutorClient, ExecutorStats
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +76,17 @@ class RewardScorer:
         """Lever's quality is the policy's confidence: the caller must supply log-probs."""
         return "quality" in self.weights
 
+    def drain_stats(self) -> ExecutorStats | None:
+        """The executor's use since the last drain (this process's); None when no component calls it.
+        The stages sum it over processes (stages/scoring.executor_metrics)."""
+        return self.executor.drain_stats() if self.executor is not None else None
+
     def drain_metrics(self) -> dict[str, float]:
-        """The executor's use since the last drain (reward/executor_calls, _tokens, _cache_hit_rate,
-        _failures, _retries, and its callers' counts); empty when no component calls it."""
-        return self.executor.drain_stats().metrics() if self.executor is not None else {}
+        """This process's drain as metrics (reward/executor_calls, _tokens, _cache_hit_rate, _failures,
+        _retries, and its callers' counts): always those five keys when a component calls the
+        executor, none when not."""
+        stats = self.drain_stats()
+        return stats.metrics() if stats is not None else {}
 
     def _run(self, name: str, prompts: list[str], completions: list[str], columns: dict) -> tuple[list[float], int]:
         fn = self.functions[name]

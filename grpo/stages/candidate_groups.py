@@ -37,8 +37,12 @@ def draw(k: int, group_size: int, generator: torch.Generator | None = None) -> l
     return [order[i % k] for i in range(group_size)]
 
 
-def file_groups(ctx: RunContext, examples: Sequence[Example], top_k: int | None) -> Rollout:
-    """[B x G] rows: each example's G completions drawn from its top-k candidates in task.candidates_path."""
+def file_groups(
+    ctx: RunContext, examples: Sequence[Example], top_k: int | None, prompts: list[str] | None = None
+) -> Rollout:
+    """[B x G] rows: each example's G completions drawn from its top-k candidates in task.candidates_path
+    (found by the example's own prompt), after the prompt the policy is shown: `prompts` [B x G], the
+    rows' prompts as sampling builds them (default: `ctx.prompts.for_sampling(examples)`, repeated)."""
     from grpo.tasks.candidates import load_candidates
 
     found, G = load_candidates(ctx.cfg.task.candidates_path), ctx.cfg.rollout.group_size
@@ -46,4 +50,6 @@ def file_groups(ctx: RunContext, examples: Sequence[Example], top_k: int | None)
     for ex in examples:
         group = found.top(ex.prompt, top_k)
         texts += [group[i].text for i in draw(len(group), G)]
-    return rollout_from_texts(ctx, repeat_prompts([ex.prompt for ex in examples], G), texts)
+    if prompts is None:
+        prompts = repeat_prompts(ctx.prompts.for_sampling(examples), G)
+    return rollout_from_texts(ctx, prompts, texts)

@@ -31,7 +31,7 @@ from grpo.rollout.logprobs import logprobs_and_entropy, sequence_logprobs
 from grpo.schedules import linear_schedule
 from grpo.stages.candidate_groups import file_groups, grpo_top_k
 from grpo.stages.replay import replay
-from grpo.stages.scoring import score
+from grpo.stages.scoring import executor_metrics, score, share_observed
 from grpo.stages.update import update
 from grpo.tasks.base import Example
 
@@ -49,7 +49,7 @@ def _sample(
     G, gen = ctx.cfg.rollout.group_size, ctx.cfg.generation
     prompts = repeat_prompts(ctx.prompts.for_sampling(examples), G)  # [N = B x G]
     if ctx.cfg.rollout.candidates == "file":  # the offline file's top-k candidates (schedule.grpo_top_k)
-        rollout = file_groups(ctx, examples, top_k)
+        rollout = file_groups(ctx, examples, top_k, prompts)
     else:
         rollout = ctx.engine.generate(
             ctx.sampler_model,
@@ -316,6 +316,7 @@ def grpo_step(
             )
         with timer.phase("replay"):  # the experience buffer, when on (grpo/stages/replay.py)
             rollout, scores, replayed, replay_info = replay(ctx, examples, prompts, rollout, scores)
+        share_observed(ctx)  # the scored rows, to the prompts (AFlow's best workflows), on every rank
         info.update(replay_info)
         if top_k is not None:
             info["train/grpo_top_k"] = float(top_k)
@@ -330,7 +331,7 @@ def grpo_step(
         measured_kl = stats.get("kl", float(b.kl_penalty.mean()) if b.kl_penalty is not None else None)
         if measured_kl is not None:
             ctx.kl_ctrl.update(measured_kl, 1)
-        metrics = {**step_metrics(ctx, b, stats, grad_norm, stepped, scheduler), **info, **ctx.scorer.drain_metrics()}
+        metrics = {**step_metrics(ctx, b, stats, grad_norm, stepped, scheduler), **info, **executor_metrics(ctx)}
     metrics["train/step_time"] = timer["step"]
     samples = [
         {"prompt": p, "completion": c, "reward": float(r)}

@@ -24,7 +24,7 @@ from grpo.context import RunContext
 from grpo.rollout.batch import chunks, take
 from grpo.rollout.engine import Rollout, SamplingParams, completion_masks, repeat_prompts
 from grpo.rollout.logprobs import sequence_logprobs
-from grpo.stages.scoring import score
+from grpo.stages.scoring import executor_metrics, score, share_observed
 from grpo.stages.update import update
 from grpo.tasks.base import Example
 
@@ -106,6 +106,7 @@ def rce_step(ctx: RunContext, batch: Sequence[Example], optimizer, scheduler) ->
     else:
         prompts, rollout, k = candidates(ctx, examples)
     scores = score(ctx, examples, prompts, rollout, k)
+    share_observed(ctx)
     keep = kept_candidates(ctx, scores, real)
     weights = rce_weights(scores.total, k, tau=cfg.algorithm.rce.tau, keep=keep)  # [N], each group sums to 1 (or 0)
     shown = real if real is not None else torch.ones(len(prompts), dtype=torch.bool)  # padding rows are not logged
@@ -134,7 +135,7 @@ def rce_step(ctx: RunContext, batch: Sequence[Example], optimizer, scheduler) ->
         "rce/lr": scheduler.get_last_lr()[0],
         "rce/grad_norm": grad_norm,
         "rce/skipped": float(not stepped),
-        **ctx.scorer.drain_metrics(),
+        **executor_metrics(ctx),
     }
     if keep is not None:
         metrics["rce/kept_frac"] = (keep & shown).sum().item() / max(int(shown.sum()), 1)

@@ -7,7 +7,10 @@ again (not given the buffered reward: a reward can change between steps, Lever's
 with the policy, a group-normalised one with the group). The row is off-policy: the step
 recomputes old and reference log-probs as for every row, and its engine log-probs are marked so
 the mismatch metric and the importance correction skip it. Then the step's rows are offered to
-the buffer, gathered from every process first so that every rank holds the same buffer.
+the buffer, gathered from every process first so that every rank holds the same buffer. Rows are
+stored and looked up under the example's own prompt (`ex.prompt`), never the prompt the policy was
+shown: that one (ctx.prompts.for_sampling: AFlow's carries the best workflows so far) may change
+from step to step while the problem stays.
 
 Metrics (over all processes): `train/replayed` rows replaced this step,
 `train/frac_zero_std_groups_sampled` zero-spread groups before replay (the step's
@@ -73,7 +76,8 @@ def replay(
         )
         scores = _rescored(ctx, examples, prompts, rollout, scores, groups)
         replayed[rows] = True
-    remember(ctx, prompts, rollout.texts, scores.total.tolist())
+    # keyed by the example's own prompt, as looked up above: the built prompt may change between steps
+    remember(ctx, [ex.prompt for ex in examples for _ in range(G)], rollout.texts, scores.total.tolist())
     n_replayed, n_flat, n_groups = _summed(ctx, [float(len(groups)), flat_before, float(len(examples))])
     return (
         rollout,
@@ -88,7 +92,8 @@ def replay(
 
 
 def remember(ctx: RunContext, prompts: list[str], texts: list[str], rewards: list[float]) -> None:
-    """Offer this step's rows to the buffer: every process's rows, in rank order, on every process."""
+    """Offer this step's rows to the buffer: every process's rows, in rank order, on every process.
+    `prompts` are the rows' keys: their examples' own prompts."""
     floor = ctx.experience.min_reward
     rows = [(p, c, r) for p, c, r in zip(prompts, texts, rewards) if r > floor]  # only these can enter
     parts = [rows]

@@ -8,6 +8,7 @@ import torch
 
 from grpo.context import RunContext
 from grpo.rewards.columns import reward_columns
+from grpo.rewards.executor import ExecutorStats
 from grpo.rewards.scorer import Scores
 from grpo.rollout.engine import Rollout
 from grpo.rollout.logprobs import sequence_logprobs
@@ -56,5 +57,37 @@ def score(
     """Rewards of a rollout whose rows are each example repeated `repeats` times."""
     columns = rollout_columns(ctx, examples, prompts, rollout, repeats, logp)
     scores = ctx.scorer(prompts, rollout.texts, group_size=repeats, **columns)
-    ctx.prompts.observe(examples, rollout.texts, scores.total.tolist(), repeats)  # e.g. AFlow's best workflows
+    ctx.prompts.record(examples, rollout.texts, scores.total.tolist(), repeats)  # observed at the step's end
     return scores
+
+
+def share_observed(ctx: RunContext) -> None:
+    """Hand the step's scored rows to `ctx.prompts.observe` (e.g. AFlow's best workflows): every
+    process's rows, in rank order, on every process, so every rank builds the same prompts. Every
+    process calls it once per step (a collective under data parallelism when the prompts learn)."""
+    if not ctx.prompts.learns:
+        return
+    parts = [ctx.prompts.take_pending()]
+    if ctx.accelerator.num_processes > 1:
+        from accelerate.utils import gather_object
+
+        parts = gather_object(parts)  # one list per process, in rank order
+    for rows in parts:
+        if rows:
+            examples, completions, rewards = zip(*rows)
+            ctx.prompts.observe(list(examples), list(completions), list(rewards), 1)
+
+
+def executor_metrics(ctx: RunContext) -> dict[str, float]:
+    """The executor's use this step over every process (reward/executor_*: calls, tokens, failures,
+    retries and the callers' counts summed; the cache hit rate of all requests). Empty when no
+    component calls the executor; otherwise every process calls it once per step (a collective under
+    data parallelism) and all get the same keys: the union of every process's counters."""
+    stats = ctx.scorer.drain_stats()
+    if stats is None:
+        return {}
+    if ctx.accelerator.num_processes > 1:
+        from accelerate.utils import gather_object
+
+        stats = ExecutorStats.merged(gather_object([stats]))
+    return stats.metrics()

@@ -14,8 +14,9 @@ what differs is the prompt the policy sees, built per sampling by `WorkflowPromp
 
 The optimizer's memory is updated from every scored rollout (RCE candidates and GRPO groups, see
 grpo/rollout/prompts.py); only workflows that scored above 0 enter it, and examples are added only
-while the prompt fits the model's context with the generation budget left. It lives in this
-process (each data-parallel rank keeps its own) and starts empty on resume.
+while the prompt fits the model's context with the generation budget left. Each step's scored rows
+of every data-parallel process are observed on every process in rank order, so all ranks hold the
+same memory; it is checkpointed (`state_dict`) and restored on resume.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class WorkflowPrompts(Prompts):
     """AFlow's prompt: instruction, operator descriptions (enhancer), best workflows (optimizer), problem."""
 
     def __init__(self, descriptions: dict[str, str] | None, num_examples: int):
+        super().__init__()
         self.header = INSTRUCTION
         if descriptions:
             self.header += "Operators:\n" + "".join(f"{line}\n" for line in descriptions.values())
@@ -103,8 +105,19 @@ class WorkflowPrompts(Prompts):
             best.sort(key=lambda item: -item[0])  # stable: the first seen of equal rewards stays first
             del best[self.num_examples :]
 
+    @property
+    def learns(self) -> bool:
+        return self.num_examples > 0
+
     def limit(self, max_tokens, count):
         self.max_tokens, self.count = max_tokens, count
+
+    def state_dict(self) -> dict:
+        """The best workflows per domain, best first: {"best": {domain: [[reward, workflow], ...]}}."""
+        return {"best": {domain: [[r, w] for r, w in rows] for domain, rows in self.best.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best = {domain: [(float(r), w) for r, w in rows] for domain, rows in state.get("best", {}).items()}
 
 
 def build_prompts(task: TaskConfig, rollout: RolloutConfig, descriptions_path: str) -> Prompts:
