@@ -57,6 +57,10 @@ RESUMABLE_CHANGES = (
     "rollout.server_url",
     "rollout.server_timeout",
     "rollout.server_retries",
+    # where sharded state lives and when it is gathered: the same numbers (a resume reshards anyway)
+    "trainer.fsdp.",
+    "trainer.offload.",
+    "trainer.ref.",
 )
 
 

@@ -160,3 +160,16 @@ def test_exported_adapter_evaluates_in_one_process(lora_runs):
     measured = histories(lora_runs["fsdp"])["val/accuracy"][-1][1]
     assert summary["all"]["prompts"] == 16
     assert math.isclose(summary["all"]["accuracy"], measured, abs_tol=1e-9), (summary, measured)
+
+
+def test_sharding_switches_may_change_on_resume_but_not_the_strategy():
+    from grpo.checkpoint import incompatible_keys
+
+    saved = {
+        "trainer.parallel": "fsdp",
+        "trainer.fsdp.enable_cpu_offload": False,
+        "trainer.offload.offload_params": True,
+    }
+    moved = {**saved, "trainer.fsdp.enable_cpu_offload": True, "trainer.offload.offload_params": False}
+    assert incompatible_keys(saved, moved) == []
+    assert incompatible_keys(saved, {**saved, "trainer.parallel": "ddp"}) == ["trainer.parallel"]
