@@ -139,7 +139,7 @@ def isolation() -> tuple[str, bool]:
             else:
                 tried = [own, "/usr/bin/python3", "/usr/local/bin/python3", shutil.which("python3") or ""]
                 found = next(
-                    (p for p in dict.fromkeys(tried) if p and _world_executable(p) and _probe(p, _sandbox_uid())), None
+                    (p for p in dict.fromkeys(tried) if p and _world_executable(p) and _probe(p, sandbox_uid())), None
                 )
                 if found is None:
                     log.warning(
@@ -152,7 +152,7 @@ def isolation() -> tuple[str, bool]:
     return _isolation
 
 
-def _sandbox_uid() -> int:
+def sandbox_uid() -> int:
     """A uid no account uses, fresh per execution: its processes are exactly this sandbox's."""
     return 1_000_000 + secrets.randbelow(1 << 30)
 
@@ -173,7 +173,7 @@ def _own_task_count() -> int:
     return total
 
 
-def _kill_all(proc: subprocess.Popen, uid: int | None) -> None:
+def kill_all(proc: subprocess.Popen, uid: int | None) -> None:
     """End the child's process group and, when it ran as its own uid, every process of that uid."""
     try:
         os.killpg(proc.pid, 9)
@@ -207,8 +207,8 @@ def run_program(program: str, tests: Sequence[str], limits: Limits = Limits()) -
         return ExecResult(0, 0, "ok", True, False, time.perf_counter() - t0)
 
     interpreter, drop = isolation()
-    uid = _sandbox_uid() if drop else None
-    workdir = tempfile.mkdtemp(prefix="grpo-exec-", dir=_temp_base(drop))
+    uid = sandbox_uid() if drop else None
+    workdir = tempfile.mkdtemp(prefix="grpo-exec-", dir=temp_base(drop))
     read_fd, write_fd = os.pipe()
     secret = secrets.token_hex(16)
     proc = None
@@ -220,7 +220,7 @@ def run_program(program: str, tests: Sequence[str], limits: Limits = Limits()) -
             job = {
                 "verdict_fd": write_fd,
                 "tests_fd": tests_file.fileno(),
-                "limits": _rlimits(limits, drop),
+                "limits": rlimits(limits, drop),
                 "program": program,
                 "allow_processes": limits.allow_processes,
             }
@@ -229,18 +229,18 @@ def run_program(program: str, tests: Sequence[str], limits: Limits = Limits()) -
             os.close(write_fd)
             write_fd = -1
             timed_out, reported = _wait(proc, read_fd, limits.timeout)
-            _kill_all(proc, uid)
+            kill_all(proc, uid)
             proc.wait()
             tested, compiled, done = _read_verdicts(reported, secret)
             size, output = _read_output(out)
     except OSError as exc:
         _warn_once(exc)
         if proc is not None:
-            _kill_all(proc, uid)
+            kill_all(proc, uid)
         return ExecResult(0, len(tests), "error", True, False, time.perf_counter() - t0, str(exc))
     finally:
-        _close_quietly(read_fd, write_fd)
-        _remove(workdir)
+        close_quietly(read_fd, write_fd)
+        remove_workdir(workdir)
 
     passed = sum(1 for i in range(len(tests)) if tested.get(i, (False, False))[1])
     ran = any(r for r, _ in tested.values())
@@ -255,7 +255,7 @@ def run_program(program: str, tests: Sequence[str], limits: Limits = Limits()) -
     return ExecResult(passed, len(tests), status, compiled, ran, time.perf_counter() - t0, output)
 
 
-def _remove(workdir: str) -> None:
+def remove_workdir(workdir: str) -> None:
     """Remove the working directory, even where the program locked it (chmod 000 on a directory)."""
     shutil.rmtree(workdir, ignore_errors=True)
     stack = [workdir] if os.path.isdir(workdir) else []
@@ -269,7 +269,7 @@ def _remove(workdir: str) -> None:
     shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _temp_base(drop: bool) -> str:
+def temp_base(drop: bool) -> str:
     """Where the working directory goes: the temp dir, unless the sandbox uid could not enter it."""
     base = tempfile.gettempdir()
     if drop and not _world_executable(base):  # a TMPDIR under /root, say
@@ -277,7 +277,7 @@ def _temp_base(drop: bool) -> str:
     return base
 
 
-def _rlimits(limits: Limits, drop: bool) -> dict[str, int]:
+def rlimits(limits: Limits, drop: bool) -> dict[str, int]:
     """The resource limits the child sets on itself, by `resource` constant name."""
     nproc = NPROC_AS_OTHER_UID if drop else _own_task_count() + NPROC_MARGIN_SAME_UID
     return {
@@ -368,7 +368,7 @@ def _warn_once(exc: OSError) -> None:
         )
 
 
-def _close_quietly(*fds: int) -> None:
+def close_quietly(*fds: int) -> None:
     for fd in fds:
         if fd >= 0:
             try:

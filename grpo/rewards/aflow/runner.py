@@ -36,13 +36,13 @@ from grpo.rewards.aflow.validator import Validation, validate
 from grpo.rewards.code_exec import extract_program
 from grpo.rewards.sandbox import (
     Limits,
-    _close_quietly,
-    _kill_all,
-    _remove,
-    _rlimits,
-    _sandbox_uid,
-    _temp_base,
+    close_quietly,
     isolation,
+    kill_all,
+    remove_workdir,
+    rlimits,
+    sandbox_uid,
+    temp_base,
 )
 
 MAX_CALLS = 16  # operator calls one workflow may make (a loop of calls is refused past this)
@@ -199,8 +199,8 @@ def execute(source: str, problem: str, executor, limits: Limits) -> WorkflowResu
     """Run `source`'s solve(problem) in the sandbox, serving its operator calls (no validation here)."""
     t0 = time.perf_counter()
     interpreter, drop = isolation()
-    uid = _sandbox_uid() if drop else None
-    workdir = tempfile.mkdtemp(prefix="grpo-aflow-", dir=_temp_base(drop))
+    uid = sandbox_uid() if drop else None
+    workdir = tempfile.mkdtemp(prefix="grpo-aflow-", dir=temp_base(drop))
     to_child_r, to_child_w = os.pipe()
     from_child_r, from_child_w = os.pipe()
     proc = None
@@ -227,7 +227,7 @@ def execute(source: str, problem: str, executor, limits: Limits) -> WorkflowResu
         os.set_blocking(from_child_r, False)
         os.set_blocking(to_child_w, False)
         deadline = time.monotonic() + limits.timeout
-        job = {"workflow": source, "problem": problem, "limits": _rlimits(limits, drop)}
+        job = {"workflow": source, "problem": problem, "limits": rlimits(limits, drop)}
         if not _send(to_child_w, json.dumps(job).encode() + b"\n", deadline):
             return _Served().result("error", t0, error="the sandbox did not start")
         return _serve(from_child_r, to_child_w, executor, deadline, t0)
@@ -235,10 +235,10 @@ def execute(source: str, problem: str, executor, limits: Limits) -> WorkflowResu
         return _Served().result("error", t0, error=f"sandbox: {exc}")
     finally:
         if proc is not None:
-            _kill_all(proc, uid)
+            kill_all(proc, uid)
             proc.wait()
-        _close_quietly(to_child_r, to_child_w, from_child_r, from_child_w)
-        _remove(workdir)
+        close_quietly(to_child_r, to_child_w, from_child_r, from_child_w)
+        remove_workdir(workdir)
 
 
 def run_workflow(completion: str, problem: str, domain: str | None, executor, limits: Limits) -> WorkflowResult:
