@@ -388,7 +388,9 @@ def test_resume_after_kill(tmp_path, sig, reason):
         f"hydra.sweeper.storage={storage_url(tmp_path)}",
         "hydra.sweeper.n_trials=6",
         "hydra.sweeper.pruner.n_startup_trials=100",
-        "sleep=0.5",
+        "sleep=0.2",
+        "slow_trial=3",  # trial 3 runs 4 x 2 s: the signal lands inside it even when the poll is late
+        "slow_sleep=2.0",
     ]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     seen: list[str] = []
