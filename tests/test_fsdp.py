@@ -28,6 +28,7 @@ RUN = [  # 2 RCE steps, then 6 GRPO steps: both stages on the run's one optimize
     "rollout.group_size=4",
     "generation.max_new_tokens=4",
     "trainer.threads=1",
+    "algorithm.num_iterations=2",  # two updates per rollout: old log-probs come from the sampler copy
     "algorithm.kl_beta=0.04",  # the KL reference: the adapter-off policy, or a sharded frozen copy
 ]
 TOL = 1e-5

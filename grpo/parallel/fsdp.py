@@ -80,7 +80,7 @@ class FullyShardedDataParallel:
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
         if not self.cfg.fsdp.enable_cpu_offload:
             model.to(self.accelerator.device)
-        self.sampler = copy.deepcopy(model).to(self.accelerator.device).eval()
+        self.sampler = copy.deepcopy(model).to(self.accelerator.device)
         if not self.sharded:
             return model
         whole = self.sampler.state_dict() if self.accelerator.is_main_process else {}
@@ -104,7 +104,8 @@ class FullyShardedDataParallel:
 
     # ------------------------------------------------------------------ train
     def sampler_model(self, policy: torch.nn.Module) -> torch.nn.Module:
-        return self.sampler
+        # the policy's mode (dropout): what data parallel's sampler, the policy itself, would be in
+        return self.sampler.train(policy.training)
 
     def _trained_options(self, **kw) -> StateDictOptions:
         return StateDictOptions(ignore_frozen_params=self.lora, **kw)  # LoRA: the adapter only
