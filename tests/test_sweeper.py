@@ -392,7 +392,16 @@ def test_resume_after_kill(tmp_path, sig, reason):
         "slow_trial=3",  # trial 3 runs 4 x 2 s: the signal lands inside it even when the poll is late
         "slow_sleep=2.0",
     ]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=tmp_path,
+        env=child_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        # a test runner started in the background (`cmd &` in a script) ignores SIGINT, and its children
+        # inherit that: the sweep must see Ctrl-C as a terminal would deliver it
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     seen: list[str] = []
     try:
         deadline = time.time() + 120
