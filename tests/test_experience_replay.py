@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import torch
 
-import grpo.recipe as recipe_module
 from grpo import checkpoint as ckpt
 from grpo.compose import compose
 from grpo.recipe import Recipe
@@ -21,6 +20,7 @@ from grpo.rollout.prompts import Prompts
 from grpo.stages.grpo import Batch, _sample, grpo_step, sampler_correction
 from grpo.stages.rce import rollout_from_texts
 from grpo.tasks.candidates import load_candidates
+from tests.helpers.inprocess_run import run
 from tests.helpers.run_metrics import TOL
 
 TIMING = ("time/", "train/step_time", "train/tokens_per_s")
@@ -43,27 +43,6 @@ NUMGAME = [
     "seed=0",
 ]
 BUFFER = "rollout.experience_buffer.buffer_size=64"
-
-
-def run(out: Path, *overrides: str) -> tuple[Recipe, dict[int, dict[str, float]], dict[int, list[dict]]]:
-    """Train in-process; returns the recipe and each GRPO step's metrics and sample rows by global step."""
-    recipe = Recipe(compose([*overrides, f"trainer.output_dir={out}"]), run_dir=str(out), tags={})
-    metrics, samples = {}, {}
-
-    def recorded(*args, **kwargs):
-        m, s = grpo_step(*args, **kwargs)
-        metrics[recipe.step], samples[recipe.step] = m, s
-        return m, s
-
-    recipe.setup()
-    original = recipe_module.grpo_step
-    recipe_module.grpo_step = recorded
-    try:
-        recipe.train()
-    finally:
-        recipe_module.grpo_step = original
-        recipe.cleanup()
-    return recipe, metrics, samples
 
 
 def mean(metrics: dict[int, dict[str, float]], key: str) -> float:

@@ -14,12 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import grpo.recipe as recipe_module
 from grpo import checkpoint as ckpt
-from grpo.compose import compose
-from grpo.recipe import Recipe
-from grpo.stages.grpo import grpo_step
 from grpo.tasks.aflow import INSTRUCTION, WorkflowPrompts
+from tests.helpers.inprocess_run import run
 from tests.helpers.openai_server import OpenAIServer
 from tests.helpers.run_metrics import TOL
 from tests.helpers.subprocess_env import child_env
@@ -41,27 +38,6 @@ AFLOW = [
     "rollout.experience_buffer.buffer_size=16",
     "seed=0",
 ]
-
-
-def run(out: Path, *overrides: str):
-    """Train in-process; returns the recipe and each GRPO step's metrics and sample rows by global step."""
-    recipe = Recipe(compose([*overrides, f"trainer.output_dir={out}"]), run_dir=str(out), tags={})
-    metrics, samples = {}, {}
-
-    def recorded(*args, **kwargs):
-        m, s = grpo_step(*args, **kwargs)
-        metrics[recipe.step], samples[recipe.step] = m, s
-        return m, s
-
-    recipe.setup()
-    original = recipe_module.grpo_step
-    recipe_module.grpo_step = recorded
-    try:
-        recipe.train()
-    finally:
-        recipe_module.grpo_step = original
-        recipe.cleanup()
-    return recipe, metrics, samples
 
 
 def test_a_resumed_aflow_run_keeps_its_best_workflows_and_equals_the_uninterrupted_one(tmp_path):
