@@ -34,7 +34,7 @@ import subprocess
 import sys
 
 from grpo.benchmark.ours import run_ours
-from grpo.benchmark.report import grid_cell, grid_table, ladder_table, report, table
+from grpo.benchmark.report import emit, grid_cell, grid_table, ladder_table, report, table
 from grpo.benchmark.sharding import QWEN2_100M, run_parallel
 from grpo.benchmark.trl_trainer import run_trl
 
@@ -190,12 +190,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     results = {model: report(args, model, runs[model]) for model in args.model}
     for result in results.values():
         print((ladder_table if args.ladder else table)(result) + "\n")
-    result = results[args.model[0]] if len(args.model) == 1 else {"models": results}
-    print(json.dumps(result))
-    if args.json_path:
-        with open(args.json_path, "w") as f:
-            json.dump(result, f, indent=2)
-    return result
+    return emit(results[args.model[0]] if len(args.model) == 1 else {"models": results}, args.json_path)
 
 
 def side_by_side(args: argparse.Namespace) -> dict:
@@ -213,11 +208,7 @@ def side_by_side(args: argparse.Namespace) -> dict:
             )
     result = {"grid": [grid_cell(args, cell, runs[cell]) for cell in cells]}
     print(grid_table(result) + "\n")
-    print(json.dumps(result))
-    if args.json_path:
-        with open(args.json_path, "w") as f:
-            json.dump(result, f, indent=2)
-    return result
+    return emit(result, args.json_path)
 
 
 if __name__ == "__main__":

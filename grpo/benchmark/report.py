@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 
 from grpo.benchmark.workload import LADDER, PHASES, peak_rss_mib
@@ -164,3 +165,12 @@ def grid_table(result: dict) -> str:
             + ["-" if t is None else f"{1000 * t:.1f} ms" for t in step]
         )
     return to_markdown(md).rstrip("\n")
+
+
+def emit(result: dict, json_path: str | None) -> dict:
+    """The machine-readable last line of a bench's output, and the same JSON in a file when asked."""
+    print(json.dumps(result))
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(result, f, indent=2)
+    return result

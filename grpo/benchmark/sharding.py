@@ -222,12 +222,10 @@ def run_parallel(args: argparse.Namespace, processes: int = 2) -> dict:
             raise SystemExit(f"sharding launch failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
         with open(out) as f:
             result = {"workload": workload, **json.load(f)}
+    from grpo.benchmark.report import emit
+
     print(sharding_table(result) + "\n")
-    print(json.dumps(result))
-    if args.json_path:
-        with open(args.json_path, "w") as f:
-            json.dump(result, f, indent=2)
-    return result
+    return emit(result, args.json_path)
 
 
 def sharding_table(result: dict) -> str:
