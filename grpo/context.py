@@ -24,9 +24,9 @@ from grpo.parallel import ParallelStrategy, build_strategy
 from grpo.rewards.scorer import RewardScorer
 from grpo.rollout.engine import RolloutEngine
 from grpo.rollout.experience import ExperienceBuffer, build_experience
-from grpo.rollout.prompts import Prompts
 from grpo.rollout.tokens import TokenIds
 from grpo.tasks.base import Example, Task
+from grpo.tasks.prompts import Prompts
 from grpo.timing import StepTimer
 
 Reference = Callable[[], AbstractContextManager[torch.nn.Module]]
@@ -48,7 +48,7 @@ class RunContext:
     token_ids: TokenIds | None = None  # the tokenizer's ids, each string tokenized once (built from `tokenizer`)
     timer: StepTimer = field(default_factory=StepTimer)
     parallel: ParallelStrategy | None = None  # how the policy is spread over processes (None: data parallel)
-    prompts: Prompts = field(default_factory=Prompts)  # what the policy is prompted with (grpo/rollout/prompts.py)
+    prompts: Prompts = field(default_factory=Prompts)  # what the policy is prompted with (grpo/tasks/prompts.py)
     experience: ExperienceBuffer | None = None  # rollout.experience_buffer (None: off); the same on every rank
 
     def __post_init__(self) -> None:

@@ -16,10 +16,10 @@ from grpo.compose import compose
 from grpo.recipe import Recipe
 from grpo.rollout.engine import SamplingParams
 from grpo.rollout.logprobs import sequence_logprobs
-from grpo.rollout.prompts import Prompts
 from grpo.stages.grpo import Batch, _sample, grpo_step, sampler_correction
 from grpo.stages.rce import rollout_from_texts
 from grpo.tasks.candidates import load_candidates
+from grpo.tasks.prompts import Prompts
 from tests.helpers.inprocess_run import run
 from tests.helpers.run_metrics import TOL
 

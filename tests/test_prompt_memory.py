@@ -110,8 +110,8 @@ def test_every_rank_observes_every_ranks_rows_and_logs_the_executor_summed(tmp_p
 
 
 def test_the_prompts_memory_round_trips_and_plain_prompts_learn_nothing():
-    from grpo.rollout.prompts import Prompts
     from grpo.tasks.base import Example
+    from grpo.tasks.prompts import Prompts
 
     ex = Example("What is 7*8?", "56", "math")
     prompts = WorkflowPrompts(None, num_examples=1)

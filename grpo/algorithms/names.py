@@ -15,3 +15,5 @@ PARALLEL_STRATEGIES = ("ddp", "fsdp")  # trainer.parallel (grpo/parallel/)
 ROLLOUT_ENGINES = ("merged", "hf", "vllm", "vllm_server")
 VLLM_SYNC_MODES = ("adapter", "merged")
 IS_CORRECTIONS = ("none", "truncate", "mask")
+# The operators an AFlow workflow may call (grpo/rewards/aflow/operators.py implements each).
+AFLOW_OPERATORS = ("Custom", "AnswerGenerate", "ScEnsemble", "Programmer", "Test", "Format", "Review", "Revise")

@@ -28,7 +28,7 @@ def reward_columns(
     """
     rows = [ex for ex in examples for _ in range(repeats)]
     columns = dict(
-        problem=[ex.prompt for ex in rows],  # the task's own prompt (the policy's may carry more: rollout/prompts.py)
+        problem=[ex.prompt for ex in rows],  # the task's own prompt (the policy's may carry more: tasks/prompts.py)
         answer=[ex.answer for ex in rows],
         domain=[ex.domain for ex in rows],
         tests=[ex.tests for ex in rows],

@@ -13,7 +13,7 @@ what differs is the prompt the policy sees, built per sampling by `WorkflowPromp
     Workflow:
 
 The optimizer's memory is updated from every scored rollout (RCE candidates and GRPO groups, see
-grpo/rollout/prompts.py); only workflows that scored above 0 enter it, and examples are added only
+grpo/tasks/prompts.py); only workflows that scored above 0 enter it, and examples are added only
 while the prompt fits the model's context with the generation budget left. Each step's scored rows
 of every data-parallel process are observed on every process in rank order, so all ranks hold the
 same memory; it is checkpointed (`state_dict`) and restored on resume.
@@ -25,13 +25,13 @@ from collections.abc import Callable, Sequence
 
 import yaml
 
+from grpo.algorithms.names import AFLOW_OPERATORS as OPERATORS
 from grpo.config.errors import ConfigError
 from grpo.config.schema import RolloutConfig, TaskConfig
-from grpo.rewards.aflow.operators import OPERATORS
-from grpo.rollout.prompts import Prompts
 from grpo.tasks import jsonl
 from grpo.tasks.base import Example, Task
 from grpo.tasks.files import resolve_path
+from grpo.tasks.prompts import Prompts
 
 DESCRIPTIONS_KEY = "reward.executor.operator_descriptions_path"
 INSTRUCTION = "Write def solve(problem) that calls operators.\n"

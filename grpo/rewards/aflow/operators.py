@@ -24,6 +24,8 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from grpo.algorithms.names import AFLOW_OPERATORS
+
 _ANSWER_LINE = re.compile(r"(?:final answer|answer)\s*[:：]\s*(.+)", re.IGNORECASE)
 _LETTER = re.compile(r"\b([A-Z])\b")
 
@@ -131,6 +133,7 @@ class Revise(Operator):
 OPERATORS: dict[str, Operator] = {
     op.name: op for op in (Custom(), AnswerGenerate(), ScEnsemble(), Programmer(), Test(), Format(), Review(), Revise())
 }
+assert tuple(OPERATORS) == AFLOW_OPERATORS, "grpo/algorithms/names.py lists the operators a config may name"
 
 
 def check_inputs(name: str, inputs: object) -> str | None:
