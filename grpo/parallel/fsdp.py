@@ -6,8 +6,9 @@ a layer's parameters are all-gathered just before its forward and freed after it
 its own shard (DTensors). The same code runs on GPUs (NCCL) and on CPUs (gloo).
 
 Sampling needs whole weights, and a rollout on sharded modules would need every process to decode
-in lockstep. So the strategy keeps one whole, unsharded copy for the rollout engine (what a vLLM
-engine holds too) and refreshes it after every update by gathering the trained parameters once:
+in lockstep. So over several processes the strategy keeps one whole, unsharded copy for the rollout
+engine (what a vLLM engine holds too) and refreshes it after every update by gathering the trained
+parameters once (on one process the policy is whole and is its own copy):
 with LoRA only the adapter moves, with `lora=none` the whole model. The same copy is what a
 checkpoint exports in the standard format (peft's adapter, or the full model), so `grpo.eval`,
 `trainer.init_from` and peft load it in one process. Optimizer state and the trained parameters
@@ -80,9 +81,10 @@ class FullyShardedDataParallel:
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
         if not self.cfg.fsdp.enable_cpu_offload:
             model.to(self.accelerator.device)
-        self.sampler = copy.deepcopy(model).to(self.accelerator.device)
-        if not self.sharded:
+        if not self.sharded:  # one process: the policy is whole, it is its own sampler
+            self.sampler = model
             return model
+        self.sampler = copy.deepcopy(model).to(self.accelerator.device)
         whole = self.sampler.state_dict() if self.accelerator.is_main_process else {}
         policy = self._shard(model, self.cfg.fsdp.enable_cpu_offload)
         if self.cfg.fsdp.enable_rank0_init:  # every shard from rank 0's weights
@@ -125,8 +127,6 @@ class FullyShardedDataParallel:
     def after_update(self, policy: torch.nn.Module) -> None:
         if self.sharded:
             self._refresh_sampler(policy)
-        else:
-            self.sampler.load_state_dict(policy.state_dict(), strict=False)
         for action in self.idle:
             action()
 
