@@ -138,7 +138,9 @@ def log_to_mlflow(
         from mlflow.entities import Metric
         from mlflow.tracking import MlflowClient
 
-        client = MlflowClient(tracking_uri=cfg.logger.tracking_uri)
+        from grpo.tracking.mlflow_run import RetryingClient
+
+        client = RetryingClient(MlflowClient(tracking_uri=cfg.logger.tracking_uri))
         client.log_batch(run_id, metrics=[Metric(k, float(v), 0, step) for k, v in metrics.items()])
         client.log_text(run_id, table + "\n", f"eval/{split}_step_{step}.txt")
         return run_id

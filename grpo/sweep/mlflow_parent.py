@@ -65,7 +65,7 @@ class MlflowParentRun:
         uri = OmegaConf.select(job_cfg, "logger.tracking_uri")
         experiment = OmegaConf.select(job_cfg, "logger.experiment") or "Default"
         client = MlflowClient(tracking_uri=uri)
-        exp_id = _experiment_id(client, uri, experiment, experiment_id)
+        exp_id = experiment_id(client, uri, experiment)
 
         def create() -> str:
             tags = {
@@ -167,18 +167,6 @@ class MlflowParentRun:
             name = child[:8]
         link = f"[{name}](#/experiments/{experiment}/runs/{child})"
         self.client.set_tag(self.run_id, "mlflow.note.content", f"Best trial: {link}, value {value:.6g}")
-
-
-def _experiment_id(client: Any, uri: str, name: str, get_or_create: Any) -> str:
-    """The experiment's id; when another worker created it between our look and our create
-    (RESOURCE_ALREADY_EXISTS), theirs."""
-    try:
-        return get_or_create(client, uri, name)
-    except Exception:
-        found = client.get_experiment_by_name(name)
-        if found is None:
-            raise
-        return found.experiment_id
 
 
 def _wait_or_claim(study: Any, reusable: Any, create: Any) -> str:

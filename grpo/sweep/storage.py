@@ -16,25 +16,21 @@ from __future__ import annotations
 
 import logging
 import os
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from hydra.errors import CompactHydraException
 
+from grpo.db_retry import CREATION_RACE, retry_on_lock
+
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 
 DEFAULT_STORAGE_TIMEOUT = 30.0
 SQLITE_PREFIX = "sqlite:///"
 PASSWORD_ENV = "OPTUNA_STORAGE_PASSWORD"
-_LOCK_MESSAGES = ("database is locked", "database table is locked")
-# Processes that create the tables, the version row or the study of a fresh database at the
-# same moment: the loser sees one of these; on retry the winner's rows are there.
-CREATION_RACE = ("already exists", "duplicate key", "uniqueviolation")
 # File systems on which SQLite's locking cannot be trusted across machines.
 NETWORK_FILESYSTEMS = ("nfs", "nfs4", "cifs", "smb", "smb2", "smb3", "smbfs", "lustre", "gpfs", "beegfs", "ceph")
 NETWORK_FILESYSTEM_PREFIXES = ("fuse.sshfs", "fuse.glusterfs", "glusterfs", "fuse.s3fs", "9p", "afs")
@@ -255,28 +251,3 @@ def storage_error_line(exc: BaseException, url: str) -> str:
     elif any(m in lowered for m in ("connection refused", "resolve host", "translate host", "timeout", "timed out")):
         hint = " (is the database server running, and reachable from this machine?)"
     return f"Optuna storage {mask_url(url)} cannot be used: {text}{hint}"
-
-
-# --------------------------------------------------------------------------- retries
-def is_lock_error(exc: BaseException, also: Sequence[str] = ()) -> bool:
-    """Whether `exc` (or its cause) is SQLite reporting a lock, or one of the `also` messages."""
-    text = f"{type(exc).__name__}: {exc}".lower()
-    cause = exc.__cause__ or exc.__context__
-    if cause is not None:
-        text += f" {type(cause).__name__}: {cause}".lower()
-    return any(m in text for m in (*_LOCK_MESSAGES, *also))
-
-
-def retry_on_lock(fn: Callable[[], T], attempts: int = 6, delay: float = 0.5, also: Sequence[str] = ()) -> T:
-    """Call fn, retrying with back-off when SQLite reports a lock (beyond its busy timeout)
-    or one of the `also` messages."""
-    for i in range(attempts):
-        try:
-            return fn()
-        except Exception as exc:  # noqa: BLE001
-            if i == attempts - 1 or not is_lock_error(exc, also):
-                raise
-            log.warning("storage busy, retrying in %.1fs (%s)", delay, str(exc).splitlines()[0][:200])
-            time.sleep(delay)
-            delay *= 2
-    raise AssertionError("unreachable")

@@ -17,7 +17,8 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.errors import CompactHydraException
 from omegaconf import ListConfig, OmegaConf
 
-from grpo.sweep.storage import CREATION_RACE, mask_url, retry_on_lock
+from grpo.db_retry import CREATION_RACE, retry_on_lock
+from grpo.sweep.storage import mask_url
 
 log = logging.getLogger(__name__)
 

@@ -43,7 +43,8 @@ import socket
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
-from grpo.sweep.storage import DEFAULT_STORAGE_TIMEOUT, make_storage, mask_url, retry_on_lock
+from grpo.db_retry import retry_on_lock
+from grpo.sweep.storage import DEFAULT_STORAGE_TIMEOUT, make_storage, mask_url
 
 log = logging.getLogger(__name__)
 

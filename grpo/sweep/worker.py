@@ -42,7 +42,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from grpo.sweep.storage import retry_on_lock
+from grpo.db_retry import retry_on_lock
 from grpo.sweep.study import count_trials, fail_surplus_trial, is_surplus, same_grid_cell
 from grpo.sweep.trial import PROTOCOL_ENV
 

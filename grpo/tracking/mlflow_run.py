@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from grpo.config.schema import LoggerConfig
+from grpo.db_retry import CREATION_RACE, retry_on
 
 MAX_PARAM_LEN = 6000  # MLflow's limit on a param value
 MAX_TAG_LEN = 8000  # MLflow's limit on a tag value
@@ -35,7 +36,12 @@ def _artifact_root(uri: str) -> str | None:
 
 
 def experiment_id(client, uri: str, name: str) -> str:
-    """The experiment's id, created (with its artifacts beside a SQLite store) when missing."""
+    """The experiment's id, created (with its artifacts beside a SQLite store) when missing.
+    Two processes that find it missing both create it: the loser's retry finds the winner's."""
+    return retry_on(lambda: _get_or_create_experiment(client, uri, name), CREATION_RACE, attempts=4, delay=0.2)
+
+
+def _get_or_create_experiment(client, uri: str, name: str) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         if EXPERIMENT_KIND_TAG not in experiment.tags:  # made before this tag: a kind the user chose stays
@@ -47,6 +53,22 @@ def experiment_id(client, uri: str, name: str) -> str:
         artifact_location=os.path.join(artifact_root, name) if artifact_root else None,
         tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND},
     )
+
+
+class RetryingClient:
+    """An MlflowClient whose every call is retried when it loses a creation race with another run
+    of the same store: a row (an experiment, a dataset) that the other run inserted between
+    MLflow's check and its own insert. Not on a lock: MLflow's SQLite connections already wait
+    for one (about 20 s a call), and a store held longer is a failure to report, not to wait out."""
+
+    def __init__(self, client):
+        self._client = client
+
+    def __getattr__(self, name: str):
+        method = getattr(self._client, name)
+        if not callable(method):
+            return method
+        return lambda *args, **kwargs: retry_on(lambda: method(*args, **kwargs), CREATION_RACE, attempts=4, delay=0.2)
 
 
 def table_json(rows: list[dict]) -> str:
@@ -82,8 +104,9 @@ class MlflowTracker:
         from mlflow.tracking import MlflowClient
         from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
-        self.client = MlflowClient(tracking_uri=cfg.tracking_uri)
-        self.experiment_id = in_experiment or experiment_id(self.client, cfg.tracking_uri, cfg.experiment)
+        client = MlflowClient(tracking_uri=cfg.tracking_uri)
+        self.experiment_id = in_experiment or experiment_id(client, cfg.tracking_uri, cfg.experiment)
+        self.client = RetryingClient(client)
         self.existing_params: dict[str, str] = {}
         self.tables: list[dict] = []
         if resume_run_id:  # a resumed run continues its own MLflow run
