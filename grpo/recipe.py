@@ -378,6 +378,7 @@ class Recipe:
     def cleanup(self, status: str = "FINISHED") -> None:
         from grpo.tracking.run_record import log_checkpoints
 
+        self.tracker.catch_up()  # a store that failed mid-run and is back gets what it missed
         best_dir = os.path.join(self.checkpoint_root, f"step_{self.early.best_step}")
         final = self.checkpoints[-1] if self.checkpoints else None
         log_checkpoints(self.tracker, final, best_dir if self.early.best_step is not None else None)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from grpo.compose import Composition
 from grpo.context import RunContext
 from grpo.models.load import context_length
@@ -111,6 +113,11 @@ def summary(
     lines.append(f"  run dir    {output_dir}")
     if getattr(tracker, "failed", None):
         lines.append(f"  tracking   FAILED mid-run ({tracker.failed}); every metric is in {tracker.local_path}")
+    elif getattr(tracker, "recovered", None):
+        lines.append(
+            f"  tracking   failed mid-run ({tracker.recovered}), back at the end: every metric is in the store; "
+            f"tables and artifacts of the steps between are only in {os.path.dirname(tracker.local_path)}"
+        )
     if tracker.run_id and logger_cfg.tracking_uri.startswith("sqlite:"):
         lines.append(f"  mlflow     mlflow ui --backend-store-uri {logger_cfg.tracking_uri}   (run {tracker.run_id})")
     elif tracker.run_id:

@@ -192,6 +192,41 @@ def test_tracking_store_locked_mid_run_does_not_stop_training(tmp_path):
     assert logged_steps(tmp_path) == 8  # every step kept locally
 
 
+def test_tracking_store_back_before_the_end_is_given_the_steps_it_missed(tmp_path):
+    proc = subprocess.Popen(
+        command(tmp_path, "schedule.rce_steps=0", "trainer.max_steps=8"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    wait_for(lambda: logged_steps(tmp_path) >= 2, proc)
+    lock = sqlite3.connect(str(tmp_path / "mlflow.db"), timeout=60, check_same_thread=False)
+    lock.execute("BEGIN EXCLUSIVE")
+    run_log = tmp_path / "run" / "run.log"
+    wait_for(lambda: "tracking failed" in run_log.read_text(), proc)  # retried, then given up: training goes on
+    lock.rollback()  # the store answers again
+    lock.close()
+    console, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, console[-3000:]
+    assert console.count("tracking failed") == 1 and "tracking is back: " in console
+    assert "tracking   failed mid-run (" in console and "back at the end: every metric is in the store" in console
+    local: dict[str, list[tuple[int, float]]] = {}
+    for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        for key, value in row.items():
+            if key != "step":
+                local.setdefault(key, []).append((row["step"], value))
+    stored = histories(tmp_path)
+    assert stored.keys() == local.keys()
+    assert all(stored[k] == pytest.approx(sorted(local[k])) for k in local)  # every step, none twice
+    assert max(s for s, _ in stored["train/reward"]) == 8
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    (run_,) = client.search_runs([client.get_experiment_by_name("grpo-suite").experiment_id])
+    assert run_.info.status == "FINISHED"  # closed, not RUNNING forever
+
+
 def test_early_stopping_keeps_the_best_checkpoint(tmp_path):
     proc = run(
         tmp_path,
