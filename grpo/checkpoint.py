@@ -53,6 +53,7 @@ RESUMABLE_CHANGES = (
     "reward.executor.max_concurrency",
     "reward.executor.cache",
     "reward.executor.cache_path",
+    "reward.executor.price_per_million_",  # what it costs: bookkeeping only
     # where and how the same vLLM server is reached (rollout.engine=vllm_server)
     "rollout.server_url",
     "rollout.server_timeout",

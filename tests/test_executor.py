@@ -129,6 +129,22 @@ def test_cache_replays_without_the_server_and_never_stores_the_key(tmp_path, mon
     assert reader.drain_stats().failures == 1
 
 
+def test_cost_is_the_billed_tokens_at_the_list_price_and_a_cache_hit_costs_nothing(tmp_path, server):
+    # $1 per million prompt tokens and $3 per million completion tokens
+    priced = client(server.url, tmp_path, price_per_million_input_tokens=1.0, price_per_million_output_tokens=3.0)
+    replies = priced.complete_many(["what is 2 + 3?", "what is 2 + 3?", "and 7 * 6?"])
+    billed = replies[0], replies[2]  # the repeated request was answered once
+    stats = priced.drain_stats()
+    assert stats.prompt_tokens == sum(r.prompt_tokens for r in billed) > 0
+    assert stats.completion_tokens == sum(r.completion_tokens for r in billed) > 0
+    expected = (stats.prompt_tokens * 1.0 + stats.completion_tokens * 3.0) / 1e6
+    assert stats.metrics()["reward/executor_cost_usd"] == pytest.approx(expected)
+    assert priced.complete("what is 2 + 3?").cached and priced.drain_stats().cost_usd == 0.0
+    unpriced = client(server.url, cache="off")
+    unpriced.complete("what is 2 + 3?")
+    assert "reward/executor_cost_usd" not in unpriced.drain_stats().metrics()  # no price: no made-up cost
+
+
 def test_read_only_without_a_cache_file_is_one_line(tmp_path):
     with pytest.raises(ConfigError, match="cache=read_only needs an existing cache file"):
         client("http://127.0.0.1:9/v1", tmp_path, cache="read_only")

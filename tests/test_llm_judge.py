@@ -52,6 +52,11 @@ def test_judge_against_the_server():
         ("reward.executor.max_concurrency=0", "reward.executor.max_concurrency", "> 0"),
         ("reward.executor.max_retries=-1", "reward.executor.max_retries", ">= 0"),
         ("reward.executor.temperature=-0.5", "reward.executor.temperature", ">= 0"),
+        (
+            "reward.executor.price_per_million_output_tokens=-1",
+            "reward.executor.price_per_million_output_tokens",
+            ">= 0",
+        ),
         ("reward.executor.api_key_env=sk-abc", "reward.executor.api_key_env", "environment variable"),
         ("reward.executor.cache=read_only", "reward.executor.cache_path", "no such file"),
         ("reward.judge.scale=0", "reward.judge.scale", "> 0"),

@@ -140,6 +140,7 @@ def test_the_prompts_memory_round_trips_and_plain_prompts_learn_nothing():
         ("reward.executor.max_concurrency", 8, 2),
         ("reward.executor.cache", "read_write", "read_only"),
         ("reward.executor.cache_path", None, "/tmp/cache.sqlite"),
+        ("reward.executor.price_per_million_input_tokens", 0.15, 0.25),
         ("rollout.server_url", "http://127.0.0.1:8000", "http://127.0.0.1:8001"),
         ("rollout.server_timeout", 120.0, 30.0),
         ("rollout.server_retries", 5, 2),

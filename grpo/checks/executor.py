@@ -22,6 +22,8 @@ def check_executor(cfg: RunConfig) -> None:
     positive("reward.executor.max_concurrency", e.max_concurrency)
     at_least("reward.executor.max_retries", e.max_retries, 0)
     at_least("reward.executor.temperature", e.temperature, 0)
+    at_least("reward.executor.price_per_million_input_tokens", e.price_per_million_input_tokens, 0)
+    at_least("reward.executor.price_per_million_output_tokens", e.price_per_million_output_tokens, 0)
     require(
         bool(e.api_key_env) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", e.api_key_env) is not None,
         "reward.executor.api_key_env",

@@ -145,6 +145,9 @@ class ExecutorConfig:
     max_retries: int = 3  # on 429, 5xx and timeouts, with exponential backoff
     cache: str = "read_write"  # off | read_write | read_only (replay without the server)
     cache_path: str | None = None  # null: <output dir>/executor_cache.sqlite (stored with the run)
+    # The provider's list price in USD per million tokens: reward/executor_cost_usd per step (0, 0: not logged)
+    price_per_million_input_tokens: float = 0.0
+    price_per_million_output_tokens: float = 0.0
     config_path: str | None = None  # seed 003's aflow_llm.yaml (informational)
     operator_descriptions_path: str = "experiments/data/aflow/operators.yaml"  # seed 003: config/aflow_operators.yaml
 

@@ -19,8 +19,10 @@ reach a language model. Its contract, kept stable for every caller:
   usage. `read_write` reads it first and stores what the server answers, `read_only` never calls
   the server (a miss is an error reply saying so), `off` bypasses it.
 - `drain_stats() -> ExecutorStats`: what happened since the last drain: `calls` (requests that
-  went to the server), `cache_hits`, `requests` (all of them), `tokens` (prompt + completion
-  tokens the server billed: cache hits cost none), `failures`, `retries`, and `counts` that
+  went to the server), `cache_hits`, `requests` (all of them), `prompt_tokens` and
+  `completion_tokens` (what the server billed: cache hits cost none), `cost_usd` (those tokens at
+  `cfg.price_per_million_input_tokens` / `_output_tokens`; None when no price is set, and then
+  not logged), `failures`, `retries`, and `counts` that
   callers add with `count(name)` (the judge's unparsed scores). The stages sum every process's
   (`ExecutorStats.merged`, grpo/stages/scoring.executor_metrics) before logging.
 
@@ -77,10 +79,16 @@ class ExecutorStats:
     requests: int = 0
     calls: int = 0
     cache_hits: int = 0
-    tokens: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float | None = None  # None: no price set
     failures: int = 0
     retries: int = 0
     counts: Counter = field(default_factory=Counter)
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
 
     @classmethod
     def merged(cls, parts: Sequence[ExecutorStats]) -> ExecutorStats:
@@ -90,7 +98,10 @@ class ExecutorStats:
             out.requests += part.requests
             out.calls += part.calls
             out.cache_hits += part.cache_hits
-            out.tokens += part.tokens
+            out.prompt_tokens += part.prompt_tokens
+            out.completion_tokens += part.completion_tokens
+            if part.cost_usd is not None:
+                out.cost_usd = (out.cost_usd or 0.0) + part.cost_usd
             out.failures += part.failures
             out.retries += part.retries
             out.counts.update(part.counts)
@@ -104,6 +115,8 @@ class ExecutorStats:
             f"{prefix}executor_failures": float(self.failures),
             f"{prefix}executor_retries": float(self.retries),
         }
+        if self.cost_usd is not None:
+            out[f"{prefix}executor_cost_usd"] = self.cost_usd
         out.update({f"{prefix}{name}": float(n) for name, n in self.counts.items()})
         return out
 
@@ -184,7 +197,7 @@ class ExecutorClient:
         self._slots = threading.BoundedSemaphore(cfg.max_concurrency)
         self._pool = ThreadPoolExecutor(cfg.max_concurrency, thread_name_prefix="executor")
         self._lock = threading.Lock()
-        self._stats = ExecutorStats()
+        self._stats = self._new_stats()
         self._logged: set[str] = set()
 
     # -- the contract -------------------------------------------------------------------------
@@ -222,8 +235,23 @@ class ExecutorClient:
 
     def drain_stats(self) -> ExecutorStats:
         with self._lock:
-            stats, self._stats = self._stats, ExecutorStats()
+            stats, self._stats = self._stats, self._new_stats()
         return stats
+
+    def _new_stats(self) -> ExecutorStats:
+        priced = self.cfg.price_per_million_input_tokens > 0 or self.cfg.price_per_million_output_tokens > 0
+        return ExecutorStats(cost_usd=0.0 if priced else None)
+
+    def _bill(self, reply: ExecutorReply) -> None:
+        """Add a reply the server answered (not the cache) to the tokens and the cost; holds the lock."""
+        self._stats.prompt_tokens += reply.prompt_tokens
+        self._stats.completion_tokens += reply.completion_tokens
+        if self._stats.cost_usd is not None:
+            c = self.cfg
+            self._stats.cost_usd += (
+                reply.prompt_tokens * c.price_per_million_input_tokens
+                + reply.completion_tokens * c.price_per_million_output_tokens
+            ) / 1e6
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
@@ -284,7 +312,7 @@ class ExecutorClient:
             u = resp.usage
             reply = ExecutorReply(text, u.prompt_tokens if u else 0, u.completion_tokens if u else 0)
             with self._lock:
-                self._stats.tokens += reply.tokens
+                self._bill(reply)
             return reply
         raise AssertionError("unreachable: the last attempt returns")
 

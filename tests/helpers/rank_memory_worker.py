@@ -26,7 +26,9 @@ ROWS = {  # (example, workflow, reward) per rank; rank 1's math workflow outrank
     1: [(MATH, "wf-b", 0.9), (MATH, "wf-a", 0.6)],
 }
 STATS = {
-    0: ExecutorStats(requests=4, calls=3, cache_hits=1, tokens=30, counts=Counter({"aflow_runs/ok": 2})),
+    0: ExecutorStats(
+        requests=4, calls=3, cache_hits=1, prompt_tokens=24, completion_tokens=6, counts=Counter({"aflow_runs/ok": 2})
+    ),
     1: ExecutorStats(requests=2, calls=0, cache_hits=2, failures=1, counts=Counter({"aflow_invalid/syntax": 1})),
 }
 
