@@ -16,7 +16,7 @@ from grpo.rewards.aflow.components import (
     workflow_answers,
 )
 from grpo.rewards.aflow.operators import OPERATORS, check_inputs
-from grpo.rewards.aflow.validator import REASONS, validate
+from grpo.rewards.aflow.validator import REASONS, patch_indentation, validate
 from grpo.rewards.executor import ExecutorClient, ExecutorReply
 from grpo.rewards.sandbox import Limits
 from grpo.tasks.aflow import WorkflowPrompts, load_descriptions
@@ -202,6 +202,61 @@ def test_a_valid_operator_calling_workflow_outscores_invalid_ones(executor):
     counts = executor.drain_stats().metrics()  # each batch counted once, however many components read it
     assert counts["reward/aflow_runs/ok"] == 2
     assert counts["reward/aflow_invalid/no_operator"] == 1 and counts["reward/aflow_invalid/syntax"] == 1
+
+
+@pytest.mark.parametrize(
+    "broken, patched",
+    [
+        (  # indented as a whole
+            "    def solve(problem):\n        a = AnswerGenerate(problem)\n        return a\n",
+            "def solve(problem):\n    a = AnswerGenerate(problem)\n    return a\n",
+        ),
+        (  # 2 then 4 spaces on one level: "unexpected indent"
+            "def solve(problem):\n  a = AnswerGenerate(problem)\n    b = Format(problem, a)\n  return b\n",
+            "def solve(problem):\n    a = AnswerGenerate(problem)\n    b = Format(problem, a)\n    return b\n",
+        ),
+        (  # a dedent to a width never opened: "unindent does not match any outer indentation level"
+            "def solve(problem):\n        a = AnswerGenerate(problem)\n        if a:\n"
+            "            a = Format(problem, a)\n    return a\n",
+            "def solve(problem):\n    a = AnswerGenerate(problem)\n    if a:\n        a = Format(problem, a)\n"
+            "    return a\n",
+        ),
+        (  # the body at column 0: "expected an indented block"
+            "def solve(problem):\nanswer = AnswerGenerate(problem)\nreturn answer\n",
+            "def solve(problem):\n    answer = AnswerGenerate(problem)\n    return answer\n",
+        ),
+        (  # the last line fell out of the function: it parses, but the top level holds a statement
+            "def solve(problem):\n    answer = AnswerGenerate(problem)\nreturn answer\n",
+            "def solve(problem):\n    answer = AnswerGenerate(problem)\n    return answer\n",
+        ),
+    ],
+)
+def test_indentation_faults_are_patched_by_hand_computed_repairs(broken, patched):
+    assert not validate(broken, "math").ok
+    assert patch_indentation(broken) == patched
+    assert validate(patched, "math").ok
+
+
+def test_what_indentation_does_not_explain_is_not_patched():
+    assert patch_indentation(TWO_CALLS) is None  # nothing to patch
+    assert patch_indentation("def solve(problem):\n\treturn AnswerGenerate(problem)\n") is None  # tabs parse
+    assert patch_indentation(SYNTAX) is None  # a missing colon is not indentation
+    assert patch_indentation("x = 1\ndef solve(problem):\n    return AnswerGenerate(problem)\n") is None
+
+
+def test_a_patched_workflow_runs_only_when_patching_is_on_and_is_counted(executor):
+    broken = "def solve(problem):\n  a = AnswerGenerate(problem)\n    return Format(problem, a)\n"
+    columns = dict(problem=[PROBLEM] * 2, domain=["math"] * 2, answer=["33"] * 2, tests=[None] * 2, executor=executor)
+    columns["answer_pattern"] = [r"-?\d+"] * 2
+    workflows = [broken, NO_OPERATOR]
+    assert aflow_correctness([""] * 2, workflows, **columns) == [0.0, 0.0]
+    off = executor.drain_stats().metrics()
+    assert off["reward/aflow_invalid/syntax"] == 1 and "reward/aflow_patched/indentation" not in off
+    again = list(workflows)  # a new step's list (the same list object is counted once)
+    assert aflow_correctness([""] * 2, again, **columns, patch_indentation=True) == [1.0, 0.0]
+    on = executor.drain_stats().metrics()
+    assert on["reward/aflow_patched/indentation"] == 1 and on["reward/aflow_runs/ok"] == 1
+    assert on["reward/aflow_invalid/no_operator"] == 1 and "reward/aflow_invalid/syntax" not in on
 
 
 def test_code_items_run_the_workflows_answer_against_the_tests(server, tmp_path):

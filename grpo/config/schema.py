@@ -190,6 +190,8 @@ class RewardConfig:
     execution_timeout: float = 10.0  # seconds per code execution (the seeds' AFlow used 180)
     execution_memory_mb: int = 512
     execution_workers: int = 2  # code executions run in parallel, at most this many at once
+    # AFlow: a workflow refused for its indentation alone is re-indented and run (seed 003's reactive patching)
+    patch_indentation: bool = False
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     judge: JudgeConfig = field(default_factory=JudgeConfig)
 

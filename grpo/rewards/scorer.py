@@ -61,6 +61,7 @@ class RewardScorer:
             "execution_timeout": cfg.execution_timeout,
             "execution_memory_mb": cfg.execution_memory_mb,
             "execution_workers": cfg.execution_workers,
+            "patch_indentation": cfg.patch_indentation,
         }
         self.errors_seen: set[str] = set()
         self.aggregation = cfg.aggregation

@@ -40,14 +40,23 @@ def results(
     execution_timeout: float = 10.0,
     execution_memory_mb: int = 512,
     execution_workers: int = 2,
+    patch_indentation: bool = False,
 ) -> list[WorkflowResult]:
     """Each workflow run on its problem (validated first; one run per executor, however many components read it)."""
     limits = Limits(timeout=float(execution_timeout), memory_mb=int(execution_memory_mb))
-    return run_workflows(completions, problem, domain, executor, limits, execution_workers)
+    return run_workflows(completions, problem, domain, executor, limits, execution_workers, patch_indentation)
 
 
 def _run(completions, columns: dict) -> list[WorkflowResult]:
-    keys = ("problem", "domain", "executor", "execution_timeout", "execution_memory_mb", "execution_workers")
+    keys = (
+        "problem",
+        "domain",
+        "executor",
+        "execution_timeout",
+        "execution_memory_mb",
+        "execution_workers",
+        "patch_indentation",
+    )
     return results(completions, **{k: columns[k] for k in keys if k in columns})
 
 

@@ -18,6 +18,7 @@ on the pipe ends the run as `channel_error`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import selectors
@@ -32,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from grpo.rewards.aflow.operators import OPERATORS, check_inputs
-from grpo.rewards.aflow.validator import Validation, validate
+from grpo.rewards.aflow.validator import Validation, patch_indentation, validate
 from grpo.rewards.code_exec import extract_program
 from grpo.rewards.sandbox import (
     Limits,
@@ -65,6 +66,7 @@ class WorkflowResult:
     executor_errors: int = 0  # calls the executor failed (no reply after its retries)
     seconds: float = 0.0
     error: str = ""
+    patched: bool = False  # it ran re-indented (reward.patch_indentation)
 
     @property
     def tokens(self) -> int:
@@ -241,13 +243,21 @@ def execute(source: str, problem: str, executor, limits: Limits) -> WorkflowResu
         remove_workdir(workdir)
 
 
-def run_workflow(completion: str, problem: str, domain: str | None, executor, limits: Limits) -> WorkflowResult:
-    """Validate the workflow in `completion` (its first fenced block, else all of it), then run it."""
+def run_workflow(
+    completion: str, problem: str, domain: str | None, executor, limits: Limits, patch: bool = False
+) -> WorkflowResult:
+    """Validate the workflow in `completion` (its first fenced block, else all of it), then run it.
+    With `patch`, one refused for its layout (syntax, a top-level body line) is re-indented and
+    validated again (seed 003's reactive patching)."""
     source = extract_program(completion)
     check: Validation = validate(source, domain)
+    patched = patch and not check.ok and check.reason in ("syntax", "top_level") and patch_indentation(source)
+    if patched:
+        source, check = patched, validate(patched, domain)
     if not check.ok:
         return WorkflowResult(False, "invalid", reason=check.reason, error=check.detail)
-    return execute(source, problem, executor, limits)
+    result = execute(source, problem, executor, limits)
+    return dataclasses.replace(result, patched=True) if patched else result
 
 
 _caches: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # executor -> OrderedDict of results
@@ -262,21 +272,23 @@ def run_workflows(
     executor,
     limits: Limits,
     workers: int = 2,
+    patch: bool = False,
 ) -> list[WorkflowResult]:
     """Every row's result, `workers` at a time. A result is kept per executor client, so the
     components that read one run (correctness, efficiency, code quality) run it once. Each batch's
     rows are counted once on the executor (`count`): reward/aflow_invalid/<validator reason> and
-    reward/aflow_runs/<status> (ok, failed, timeout, channel_error, error) per scored step."""
+    reward/aflow_runs/<status> (ok, failed, timeout, channel_error, error) per scored step, and
+    reward/aflow_patched/indentation for the workflows that ran re-indented (`patch`)."""
     if executor is None:
         raise ValueError("aflow rewards need the executor (reward.executor); the scorer passes it as executor=")
-    keys = [(c, p, d, limits) for c, p, d in zip(completions, problems, domains)]
+    keys = [(c, p, d, limits, patch) for c, p, d in zip(completions, problems, domains)]
     with _cache_lock:
         cache = _caches.setdefault(executor, OrderedDict())
         todo = [k for k in dict.fromkeys(keys) if k not in cache]
     fresh = {}
     if todo:
         with ThreadPoolExecutor(max_workers=max(1, min(workers, len(todo)))) as pool:
-            fresh = dict(zip(todo, pool.map(lambda k: run_workflow(k[0], k[1], k[2], executor, k[3]), todo)))
+            fresh = dict(zip(todo, pool.map(lambda k: run_workflow(k[0], k[1], k[2], executor, k[3], k[4]), todo)))
         with _cache_lock:
             for key, result in fresh.items():
                 if result.status != "error":  # an internal failure is worth retrying
@@ -288,7 +300,9 @@ def run_workflows(
         counted = _counted.get(executor) is completions  # another component already read this very list
         _counted[executor] = completions  # held, so no later list can take its id
     if not counted and hasattr(executor, "count"):
-        for name, n in Counter(_outcome(r) for r in out).items():
+        outcomes = Counter(_outcome(r) for r in out)
+        outcomes.update(["aflow_patched/indentation"] * sum(r.patched for r in out))
+        for name, n in outcomes.items():
             executor.count(name, n)  # logged with the executor's stats as reward/<name>
     return out
 

@@ -30,12 +30,14 @@ this order:
                          MAX_CALL_SITES operator calls written in the text)
 
 A workflow that passes runs in the sandbox (grpo/rewards/aflow/runner.py); one that fails scores the
-lowest tier and is never executed.
+lowest tier and is never executed. `patch_indentation` is seed 003's reactive patching: with
+`reward.patch_indentation`, a workflow refused only for its layout is re-indented and checked again.
 """
 
 from __future__ import annotations
 
 import ast
+import textwrap
 from dataclasses import dataclass, field
 
 from grpo.rewards.aflow.operators import OPERATORS
@@ -201,6 +203,69 @@ def _constraint(call: ast.Call, name: str, domain: str | None) -> str | None:
         if isinstance(first, (ast.List, ast.Tuple)) and len(first.elts) < 2:
             return "constraint_ensemble_size"
     return None
+
+
+def patch_indentation(source: str) -> str | None:
+    """Seed 003's reactive patching (L168, "fixed indentation bugs"): a workflow whose only fault is
+    its indentation (it does not parse, or a body line sits at the top level), re-indented; None
+    when it needs no patch or the repairs do not give it a parsing, def-only top level. The repairs,
+    each applied on the last one's text until one works: tabs as 4 spaces and the common margin
+    removed (a workflow indented as a whole); every indent width mapped to its depth (levels 4 spaces
+    apart: 2/3/4-space mixes, a dedent to a width never opened); lines at column 0 after a
+    top-level `def` indented into it (the top level may hold only `def`s)."""
+    if _defs_only(source):
+        return None
+    text = textwrap.dedent(source.expandtabs(4))
+    for repair in (lambda t: t, _indent_by_depth, _body_under_def):
+        text = repair(text)
+        if _defs_only(text):
+            return text.rstrip("\n") + "\n"
+    return None
+
+
+def _defs_only(source: str) -> bool:
+    """It parses, and its top level holds only `def`s (and a docstring)."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
+        return False
+    return all(
+        isinstance(n, ast.FunctionDef) or (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant))
+        for n in tree.body
+    )
+
+
+def _indent_by_depth(text: str) -> str:
+    """Each line's indent width replaced by 4 spaces per level: a deeper line opens a level only
+    after a line ending in `:` (else it stays on the current one), and a width between two open
+    levels closes back to the lower one."""
+    out, open_widths, opens = [], [0], False
+    for line in text.splitlines():
+        body = line.lstrip(" ")
+        if not body:
+            out.append("")
+            continue
+        width = len(line) - len(body)
+        while width < open_widths[-1]:
+            open_widths.pop()
+        if width > open_widths[-1] and opens:
+            open_widths.append(width)
+        out.append("    " * (len(open_widths) - 1) + body)
+        opens = body.split("#", 1)[0].rstrip().endswith(":")
+    return "\n".join(out)
+
+
+def _body_under_def(text: str) -> str:
+    """Every line at column 0 after a top-level `def`, up to the next one, indented under it."""
+    out, in_def = [], False
+    for line in text.splitlines():
+        top = bool(line) and not line[0].isspace()
+        if top and line.startswith("def "):
+            in_def = True
+        elif top and in_def:
+            line = "    " + line
+        out.append(line)
+    return "\n".join(out)
 
 
 def validate(source: str, domain: str | None = None) -> Validation:
