@@ -164,3 +164,31 @@ def test_concurrency_is_bounded(tmp_path):
         for t in threads:
             t.join()
         assert s.max_in_flight == 3 and s.requests == 17
+
+
+def test_the_test_server_runs_from_a_shell_and_names_a_taken_port():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import openai
+
+    repo = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, "-m", "tests.helpers.openai_server", "--port", "0"]
+    proc = subprocess.Popen(cmd, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("serving http://127.0.0.1:") and line.rstrip().endswith("Ctrl-C stops it"), line
+        url = line.split()[1]
+        reply = openai.OpenAI(base_url=url, api_key="EMPTY").chat.completions.create(
+            model="test-executor", messages=[{"role": "user", "content": "what is 12 + 7 * 3?"}]
+        )
+        assert reply.choices[0].message.content == "33"
+        port = url.split(":")[2].split("/")[0]
+        taken = subprocess.run([*cmd[:-1], port], cwd=repo, capture_output=True, text=True, timeout=60)
+        assert taken.returncode == 1 and taken.stderr.strip() == (
+            f"error: cannot serve on 127.0.0.1:{port}: Address already in use (pick another --port)"
+        )
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

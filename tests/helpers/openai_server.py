@@ -23,6 +23,10 @@ queue is empty: "ok"; an HTTP status ("429", "500", "503", ...: an OpenAI-style 
 (close the connection without an answer). `delay` (seconds) slows every answer, to observe
 concurrency. Recorded: `requests` (chat requests received), `bodies` (their JSON),
 `max_in_flight`, `authorizations` (the Authorization headers received).
+
+From a shell, to try the AFlow tasks on a CPU without a real executor (Ctrl-C stops it):
+
+    python -m tests.helpers.openai_server --port 8001     # serves http://127.0.0.1:8001/v1
 """
 
 from __future__ import annotations
@@ -111,8 +115,9 @@ class OpenAIServer:
         assert self._httpd is not None, "server not started"
         return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
 
-    def start(self) -> OpenAIServer:
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+    def start(self, port: int = 0) -> OpenAIServer:
+        """Serve on 127.0.0.1:`port` (0: a free one)."""
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), _handler(self))
         self._httpd.daemon_threads = True
         self._httpd.block_on_close = False  # stop() does not wait for a scripted sleep to end
         threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
@@ -229,3 +234,27 @@ def _handler(server: OpenAIServer):
             self._send(200, server.completion(body))
 
     return Handler
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="The tests' deterministic OpenAI-compatible executor, on 127.0.0.1.")
+    parser.add_argument("--port", type=int, default=8001, help="0 picks a free port (default 8001)")
+    parser.add_argument("--model", default="test-executor", help="the model name /v1/models lists")
+    args = parser.parse_args(argv)
+    try:
+        server = OpenAIServer(model=args.model).start(args.port)
+    except OSError as exc:
+        why = exc.strerror or exc
+        raise SystemExit(f"error: cannot serve on 127.0.0.1:{args.port}: {why} (pick another --port)") from None
+    print(f"serving {server.url} (model {args.model}); Ctrl-C stops it", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
