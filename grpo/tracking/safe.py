@@ -3,7 +3,7 @@
 Every metric also goes to `<run dir>/metrics.jsonl`. If the tracking store fails mid-run (a
 locked database, a server down), the failure is reported once and training goes on with the
 local file alone. When the run ends, the store is tried once more (`catch_up`): if it answers,
-it is given the metric steps it missed from the local file, then the final checkpoints and the
+it is given the metric steps it missed (kept in memory too), then the final checkpoints and the
 run's end, so its MLflow run ends whole instead of RUNNING forever; the summary says which
 happened. After a resume, steps that the store already holds are not logged again (a resumed
 run replays them deterministically), so a run's history has no duplicated steps.
@@ -28,6 +28,7 @@ class SafeTracker:
         self.logged_until = logged_until or {}  # metric -> last step the store already has
         self.failed: str | None = None
         self.recovered: str | None = None  # what failed mid-run, when the store took the missed steps at the end
+        self.missed: list[tuple[int, dict[str, float]]] = []  # (step, metrics) the store did not take
 
     @property
     def run_id(self):
@@ -49,6 +50,8 @@ class SafeTracker:
         with open(self.local_path, "a") as f:
             f.write(json.dumps({"step": step, **fresh}) + "\n")
         self._call("log_metrics", fresh, step)
+        if self.failed:
+            self.missed.append((step, fresh))
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         self._call("log_params", params)
@@ -72,33 +75,21 @@ class SafeTracker:
         self._call("finish", status)
 
     def catch_up(self) -> None:
-        """If the store failed mid-run and answers again, give it the metric steps it lacks from
-        the local file, and log to it again from here on."""
+        """If the store failed mid-run and answers again, give it the metric steps it missed (what
+        this process logged since the failure, less what the store holds), and log to it again."""
         if not self.failed:
             return
         try:
             held = self.inner.logged_until()
-            by_step: dict[int, dict[str, float]] = {}  # a step logged twice (replayed after a resume): its last values
-            for row in read_rows(self.local_path):
-                step = row.pop("step")
-                by_step.setdefault(step, {}).update({k: v for k, v in row.items() if step > held.get(k, -1)})
-            missed = {step: metrics for step, metrics in sorted(by_step.items()) if metrics}
-            for step, metrics in missed.items():
+            by_step: dict[int, dict[str, float]] = {}
+            for step, metrics in self.missed:
+                by_step.setdefault(step, {}).update({k: v for k, v in metrics.items() if step > held.get(k, -1)})
+            caught_up = {step: metrics for step, metrics in sorted(by_step.items()) if metrics}
+            for step, metrics in caught_up.items():
                 self.inner.log_metrics(metrics, step)
-            caught_up = len(missed)
         except Exception:  # noqa: BLE001 - still down: the local file stays the record
             return
-        log.warning("tracking is back: %d logged steps caught up from %s", caught_up, self.local_path)
-        self.recovered, self.failed = self.failed, None
-
-
-def read_rows(path: str) -> list[dict[str, Any]]:
-    """The local file's rows ({"step", metric: value...}); a line cut off by a crash is skipped."""
-    rows = []
-    with open(path) as f:
-        for line in f:
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return rows
+        log.warning(
+            "tracking is back: %d logged steps caught up (every metric is also in %s)", len(caught_up), self.local_path
+        )
+        self.recovered, self.failed, self.missed = self.failed, None, []
