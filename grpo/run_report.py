@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 from grpo.compose import Composition
 from grpo.context import RunContext
 from grpo.models.load import context_length
@@ -115,8 +113,7 @@ def summary(
         lines.append(f"  tracking   FAILED mid-run ({tracker.failed}); every metric is in {tracker.local_path}")
     elif getattr(tracker, "recovered", None):
         lines.append(
-            f"  tracking   failed mid-run ({tracker.recovered}), back at the end: every metric is in the store; "
-            f"tables and artifacts of the steps between are only in {os.path.dirname(tracker.local_path)}"
+            f"  tracking   failed mid-run ({tracker.recovered}), back at the end: what it missed was logged then"
         )
     if tracker.run_id and logger_cfg.tracking_uri.startswith("sqlite:"):
         lines.append(f"  mlflow     mlflow ui --backend-store-uri {logger_cfg.tracking_uri}   (run {tracker.run_id})")

@@ -1,5 +1,5 @@
 """SafeTracker: a store that fails mid-run never stops training, and one that is back at the end
-gets exactly the steps it missed (no step twice, none from another run's rows in the local file)."""
+gets exactly the calls it missed (no step twice, none from another run's rows in the local file)."""
 
 import json
 
@@ -15,6 +15,7 @@ class FlakyStore:
         self.down = False
         self.metrics: dict[str, list[tuple[int, float]]] = {}
         self.finished = None
+        self.tables: list[str] = []
 
     def _up(self):
         if self.down:
@@ -29,12 +30,16 @@ class FlakyStore:
         self._up()
         return {k: max(s for s, _ in points) for k, points in self.metrics.items()}
 
+    def log_table(self, rows, path):
+        self._up()
+        self.tables.append(path)
+
     def finish(self, status="FINISHED"):
         self._up()
         self.finished = status
 
 
-def test_a_store_back_at_the_end_gets_exactly_the_steps_it_missed(tmp_path):
+def test_a_store_back_at_the_end_gets_exactly_the_calls_it_missed(tmp_path):
     (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 9, "loss": 9.0}) + "\n")  # an earlier run's row
     store = FlakyStore()
     tracker = SafeTracker(store, str(tmp_path))
@@ -43,6 +48,7 @@ def test_a_store_back_at_the_end_gets_exactly_the_steps_it_missed(tmp_path):
     tracker.log_metrics({"loss": 2.0}, 2)  # fails: training goes on
     tracker.log_metrics({"loss": 3.0, "reward": 0.5}, 3)
     tracker.log_metrics({"val": 0.7}, 3)  # the same step, logged in two calls
+    tracker.log_table([{"completion": "7"}], "completions/step_3.json")
     assert tracker.failed == "ConnectionError: store unreachable"
     tracker.catch_up()  # still down: nothing changes
     assert tracker.failed and tracker.recovered is None
@@ -51,11 +57,11 @@ def test_a_store_back_at_the_end_gets_exactly_the_steps_it_missed(tmp_path):
     tracker.finish()
     assert tracker.failed is None and tracker.recovered == "ConnectionError: store unreachable"
     assert store.metrics == {"loss": [(1, 1.0), (2, 2.0), (3, 3.0)], "reward": [(3, 0.5)], "val": [(3, 0.7)]}
-    assert store.finished == "FINISHED"
+    assert store.tables == ["completions/step_3.json"] and store.finished == "FINISHED"
     tracker.log_metrics({"loss": 4.0}, 4)  # logging goes on into the store
     assert store.metrics["loss"][-1] == (4, 4.0)
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
-    assert len(lines) == 1 + 5  # the local copy has every call
+    assert len(lines) == 1 + 5  # the local copy has every metrics call
 
 
 def test_without_a_failure_catch_up_does_nothing(tmp_path):

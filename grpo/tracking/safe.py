@@ -3,8 +3,8 @@
 Every metric also goes to `<run dir>/metrics.jsonl`. If the tracking store fails mid-run (a
 locked database, a server down), the failure is reported once and training goes on with the
 local file alone. When the run ends, the store is tried once more (`catch_up`): if it answers,
-it is given the metric steps it missed (kept in memory too), then the final checkpoints and the
-run's end, so its MLflow run ends whole instead of RUNNING forever; the summary says which
+it is given every call it missed (kept in memory: metrics, completion tables, tags), then the
+final checkpoints and the run's end, so its MLflow run ends whole instead of RUNNING forever; the summary says which
 happened. After a resume, steps that the store already holds are not logged again (a resumed
 run replays them deterministically), so a run's history has no duplicated steps.
 """
@@ -28,7 +28,7 @@ class SafeTracker:
         self.logged_until = logged_until or {}  # metric -> last step the store already has
         self.failed: str | None = None
         self.recovered: str | None = None  # what failed mid-run, when the store took the missed steps at the end
-        self.missed: list[tuple[int, dict[str, float]]] = []  # (step, metrics) the store did not take
+        self.missed: list[tuple[str, tuple]] = []  # the calls the store did not take, in order
 
     @property
     def run_id(self):
@@ -36,11 +36,13 @@ class SafeTracker:
 
     def _call(self, what: str, *args) -> None:
         if self.failed:
+            self.missed.append((what, args))
             return
         try:
             getattr(self.inner, what)(*args)
         except Exception as exc:  # noqa: BLE001 - any store failure: keep training
             self.failed = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            self.missed.append((what, args))
             log.warning("tracking failed (%s); training goes on, metrics continue in %s", self.failed, self.local_path)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
@@ -50,8 +52,6 @@ class SafeTracker:
         with open(self.local_path, "a") as f:
             f.write(json.dumps({"step": step, **fresh}) + "\n")
         self._call("log_metrics", fresh, step)
-        if self.failed:
-            self.missed.append((step, fresh))
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         self._call("log_params", params)
@@ -75,21 +75,25 @@ class SafeTracker:
         self._call("finish", status)
 
     def catch_up(self) -> None:
-        """If the store failed mid-run and answers again, give it the metric steps it missed (what
-        this process logged since the failure, less what the store holds), and log to it again."""
+        """If the store failed mid-run and answers again, give it what this process logged since the
+        failure, in order (metric steps it already holds left out; a directory since deleted, such as
+        a pruned checkpoint, skipped), and log to it again."""
         if not self.failed:
             return
         try:
             held = self.inner.logged_until()
-            by_step: dict[int, dict[str, float]] = {}
-            for step, metrics in self.missed:
-                by_step.setdefault(step, {}).update({k: v for k, v in metrics.items() if step > held.get(k, -1)})
-            caught_up = {step: metrics for step, metrics in sorted(by_step.items()) if metrics}
-            for step, metrics in caught_up.items():
-                self.inner.log_metrics(metrics, step)
+            steps = set()
+            for what, args in self.missed:
+                if what == "log_metrics":
+                    metrics, step = args
+                    args = ({k: v for k, v in metrics.items() if step > held.get(k, -1)}, step)
+                    if not args[0]:
+                        continue
+                    steps.add(step)
+                if what == "log_artifacts" and not os.path.isdir(args[0]):
+                    continue
+                getattr(self.inner, what)(*args)
         except Exception:  # noqa: BLE001 - still down: the local file stays the record
             return
-        log.warning(
-            "tracking is back: %d logged steps caught up (every metric is also in %s)", len(caught_up), self.local_path
-        )
+        log.warning("tracking is back: %d missed calls logged (%d metric steps)", len(self.missed), len(steps))
         self.recovered, self.failed, self.missed = self.failed, None, []
