@@ -39,7 +39,7 @@ import torch
 
 from grpo.compose import Composition, compose
 from grpo.config.errors import ConfigError, explain
-from grpo.context import RunContext, generation_budget, make_accelerator
+from grpo.context import RunContext, build_engine, generation_budget, make_accelerator
 from grpo.eval_target import find_checkpoint, read_state, run_checkpoint, run_composition
 from grpo.metrics import metric_keys, summarize
 from grpo.stages.validation import collect
@@ -64,11 +64,11 @@ def split_examples(comp: Composition, task, split: str) -> list[Example]:
 
 
 def build_context(comp: Composition, checkpoint: str | None, task, examples: Sequence[Example]) -> RunContext:
-    """A RunContext for evaluation: the run's model with the checkpoint, the task, the rewards (no KL)."""
+    """A RunContext for evaluation: the run's model with the checkpoint, sampled by the engine the
+    run names (`rollout.engine`, so a vLLM run is evaluated by vLLM), the task, the rewards (no KL)."""
     from grpo.algorithms.kl import FixedKLController
     from grpo.models.load import load_model
     from grpo.rewards.scorer import RewardScorer
-    from grpo.rollout.engine import HFGenerateEngine
 
     cfg = comp.cfg
     acc = make_accelerator(cfg.trainer)
@@ -96,7 +96,7 @@ def build_context(comp: Composition, checkpoint: str | None, task, examples: Seq
         accelerator=acc,
         policy=model,
         tokenizer=tokenizer,
-        engine=HFGenerateEngine(tokenizer),
+        engine=build_engine(cfg, model, tokenizer, context),
         scorer=RewardScorer(cfg.reward),
         task=task,
         kl_ctrl=FixedKLController(0.0),
@@ -227,13 +227,17 @@ def evaluate(
     task = build_task(comp.cfg.task)
     examples = split_examples(comp, task, split)[:limit]
     ctx = build_context(comp, checkpoint, task, examples)
-    with tqdm(total=len(examples), desc=f"eval {split}", disable=not progress, file=sys.stderr) as bar:
-        samples = collect(ctx, examples, progress=bar)
+    try:
+        with tqdm(total=len(examples), desc=f"eval {split}", disable=not progress, file=sys.stderr) as bar:
+            samples = collect(ctx, examples, progress=bar)
+    finally:
+        if hasattr(ctx.engine, "close"):  # vLLM: its memory back before the next evaluation
+            ctx.engine.close()
     n = comp.cfg.eval.generation.n
     summary = summarize(samples.domains, samples.correct, samples.reward, samples.answers, n)
     gen = comp.cfg.eval.generation
     how = "greedy" if gen.greedy else f"sampled: temperature {gen.temperature:g}, top_p {gen.top_p:g}, n {n}"
-    title = f"{split}: {label or 'base model (' + comp.cfg.model.name + ')'}  [{how}]"
+    title = f"{split}: {label or 'base model (' + comp.cfg.model.name + ')'}  [{how}; {comp.cfg.rollout.engine} engine]"
     table = to_text(summary_table(summary, title)).rstrip("\n")
     logged = log_to_mlflow(
         comp,

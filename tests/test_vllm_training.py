@@ -123,3 +123,26 @@ def test_a_run_killed_mid_way_resumes_from_its_checkpoint_to_the_same_numbers(vl
     for step in range(11, STEPS + 1):
         for key in ("train/reward", "train/loss/policy", "rollout/logprob_diff_mean"):
             assert got[step][key] == pytest.approx(want[step][key], abs=1e-6), (step, key)
+
+
+def test_grpo_eval_samples_with_the_engine_the_run_named(vllm_run):
+    """`grpo.eval` on the vLLM run's checkpoint generates with vLLM (the run's rollout.engine), and
+    greedy decoding gives the merged engine's answers (fp32 on a CPU: the same tokens)."""
+    out, _ = vllm_run
+    checkpoint = out / "checkpoints" / f"step_{STEPS}"
+
+    def evaluate(*overrides: str) -> str:
+        proc = subprocess.run(
+            [sys.executable, "-m", "grpo.eval", str(checkpoint), "--limit", "24", *overrides],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**os.environ, **ENV, "TQDM_DISABLE": "1"},
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc.stdout
+
+    by_vllm, by_merged = evaluate(), evaluate("rollout.engine=merged")
+    assert "greedy; vllm engine]" in by_vllm and "greedy; merged engine]" in by_merged
+    table = lambda text: text.split("engine]", 1)[1]  # noqa: E731 - the rows after the title
+    assert table(by_vllm) == table(by_merged)
