@@ -70,3 +70,18 @@ def test_without_a_failure_catch_up_does_nothing(tmp_path):
     tracker.log_metrics({"loss": 1.0}, 1)
     tracker.catch_up()
     assert store.metrics == {"loss": [(1, 1.0)]} and tracker.recovered is None
+
+
+def test_a_long_outage_is_left_to_the_local_file(tmp_path, monkeypatch):
+    from grpo.tracking import safe
+
+    monkeypatch.setattr(safe, "MAX_MISSED_CALLS", 3)
+    store = FlakyStore()
+    store.down = True
+    tracker = SafeTracker(store, str(tmp_path))
+    for step in range(1, 6):
+        tracker.log_metrics({"loss": float(step)}, step)
+    store.down = False
+    tracker.catch_up()  # too much was missed to keep: nothing is replayed, the run says FAILED
+    assert tracker.failed and tracker.recovered is None and store.metrics == {}
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 5

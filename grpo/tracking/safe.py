@@ -19,6 +19,10 @@ from typing import Any
 
 log = logging.getLogger("grpo")
 
+# Calls kept for a store that is down (a step logs a few): past this, a long outage would hold too
+# much memory, so they are dropped and the local file stays the record.
+MAX_MISSED_CALLS = 20_000
+
 
 class SafeTracker:
     def __init__(self, inner, local_dir: str, logged_until: dict[str, int] | None = None):
@@ -28,7 +32,7 @@ class SafeTracker:
         self.logged_until = logged_until or {}  # metric -> last step the store already has
         self.failed: str | None = None
         self.recovered: str | None = None  # what failed mid-run, when the store took the missed steps at the end
-        self.missed: list[tuple[str, tuple]] = []  # the calls the store did not take, in order
+        self.missed: list[tuple[str, tuple]] | None = []  # the calls the store did not take; None: too many
 
     @property
     def run_id(self):
@@ -36,13 +40,13 @@ class SafeTracker:
 
     def _call(self, what: str, *args) -> None:
         if self.failed:
-            self.missed.append((what, args))
+            self._keep(what, args)
             return
         try:
             getattr(self.inner, what)(*args)
         except Exception as exc:  # noqa: BLE001 - any store failure: keep training
             self.failed = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-            self.missed.append((what, args))
+            self._keep(what, args)
             log.warning("tracking failed (%s); training goes on, metrics continue in %s", self.failed, self.local_path)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
@@ -74,11 +78,17 @@ class SafeTracker:
     def finish(self, status: str = "FINISHED") -> None:
         self._call("finish", status)
 
+    def _keep(self, what: str, args: tuple) -> None:
+        if self.missed is not None:
+            self.missed.append((what, args))
+            if len(self.missed) > MAX_MISSED_CALLS:
+                self.missed = None
+
     def catch_up(self) -> None:
         """If the store failed mid-run and answers again, give it what this process logged since the
         failure, in order (metric steps it already holds left out; a directory since deleted, such as
         a pruned checkpoint, skipped), and log to it again."""
-        if not self.failed:
+        if not self.failed or self.missed is None:
             return
         try:
             held = self.inner.logged_until()
