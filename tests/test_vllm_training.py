@@ -133,7 +133,7 @@ def test_grpo_eval_samples_with_the_engine_the_run_named(vllm_run):
 
     def evaluate(*overrides: str) -> str:
         proc = subprocess.run(
-            [sys.executable, "-m", "grpo.eval", str(checkpoint), "--limit", "24", *overrides],
+            [sys.executable, "-m", "grpo.eval", "--checkpoint", str(checkpoint), "--limit", "24", *overrides],
             capture_output=True,
             text=True,
             timeout=600,
@@ -145,4 +145,5 @@ def test_grpo_eval_samples_with_the_engine_the_run_named(vllm_run):
     by_vllm, by_merged = evaluate(), evaluate("rollout.engine=merged")
     assert "greedy; vllm engine]" in by_vllm and "greedy; merged engine]" in by_merged
     table = lambda text: text.split("engine]", 1)[1]  # noqa: E731 - the rows after the title
+    assert "accuracy" in table(by_vllm) and " 24 " in table(by_vllm)  # the rows: 24 prompts scored
     assert table(by_vllm) == table(by_merged)
