@@ -50,6 +50,8 @@ class RunContext:
     parallel: ParallelStrategy | None = None  # how the policy is spread over processes (None: data parallel)
     prompts: Prompts = field(default_factory=Prompts)  # what the policy is prompted with (grpo/tasks/prompts.py)
     experience: ExperienceBuffer | None = None  # rollout.experience_buffer (None: off); the same on every rank
+    # The executor LLM's use over the whole run, every process's (calls, tokens, cost_usd when priced)
+    executor_totals: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.token_ids is None:
@@ -67,10 +69,12 @@ class RunContext:
     def memory_state(self) -> dict:
         """What the run learned from its rollouts besides the weights, for a checkpoint's training state
         (restored by resume.restore_training): the experience buffer (None: off) and the prompts' memory
-        (AFlow's best workflows; {}: none). Both are fed every process's rows: the same on every rank."""
+        (AFlow's best workflows; {}: none). Both are fed every process's rows: the same on every rank.
+        With them, the executor's running totals, so a resumed run's totals go on from the checkpoint's."""
         return {
             "experience": self.experience.state_dict() if self.experience is not None else None,
             "prompts": self.prompts.state_dict(),
+            "executor_totals": dict(self.executor_totals),
         }
 
     def local_share(self, items: Sequence) -> list:

@@ -35,6 +35,7 @@ from grpo.stages.rce import rce_step
 from grpo.stages.validation import validate
 from grpo.tasks.mixing import BatchSampler
 from grpo.tracking.base import NullTracker, build_tracker
+from grpo.tracking.run_record import log_checkpoints, log_run_record
 from grpo.tracking.safe import SafeTracker
 
 log = logging.getLogger("grpo")
@@ -156,7 +157,6 @@ class Recipe:
         from omegaconf import OmegaConf
 
         from grpo.tasks.lineage import data_sources
-        from grpo.tracking.run_record import log_run_record
 
         log_run_record(
             self.tracker,
@@ -376,8 +376,6 @@ class Recipe:
 
     # ---------------------------------------------------------------- close
     def cleanup(self, status: str = "FINISHED") -> None:
-        from grpo.tracking.run_record import log_checkpoints
-
         self.tracker.catch_up()  # a store that failed mid-run and is back gets what it missed
         best_dir = os.path.join(self.checkpoint_root, f"step_{self.early.best_step}")
         final = self.checkpoints[-1] if self.checkpoints else None
@@ -396,5 +394,6 @@ class Recipe:
                     self.cfg.logger,
                     best=(self.watched_metric, self.early.best, self.early.best_step, best_dir),
                     stop_reason=self.stop_reason,
+                    executor_totals=self.ctx.executor_totals,
                 )
             )

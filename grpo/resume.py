@@ -57,7 +57,8 @@ def write_shards(accelerator, ctx, optimizer, root: str, step: int) -> str:
 
 
 def restore_training(accelerator, ctx, sampler, training: dict, seed: int, step: int) -> None:
-    """A checkpoint's data order, random streams, KL controller, experience buffer and prompt memory."""
+    """A checkpoint's data order, random streams, KL controller, experience buffer, prompt memory and
+    executor totals."""
     sampler.load_state_dict(training["sampler"])
     restore_rng(accelerator, training.get("rng_per_rank") or [training["rng"]], seed, step)
     if training.get("kl_ctrl"):
@@ -66,6 +67,7 @@ def restore_training(accelerator, ctx, sampler, training: dict, seed: int, step:
         ctx.experience.load_state_dict(training["experience"])
     if training.get("prompts"):  # absent from checkpoints written before the prompts had a memory
         ctx.prompts.load_state_dict(training["prompts"])
+    ctx.executor_totals.update(training.get("executor_totals") or {})
 
 
 def rank0_value(accelerator, value):

@@ -98,6 +98,7 @@ def summary(
     logger_cfg,
     best=None,
     stop_reason=None,
+    executor_totals: dict[str, float] | None = None,
 ) -> str:
     shown = "  ".join(f"{k}={v:.3f}" for k, v in sorted(metrics.items()) if k.startswith("val/"))
     lines = [f"done {comp.derived.run_name} in {metrics.get('time/total', 0.0):.1f}s", f"  final      {shown}"]
@@ -109,6 +110,10 @@ def summary(
     if checkpoints:
         lines.append(f"  checkpoint {checkpoints[-1]}")
     lines.append(f"  run dir    {output_dir}")
+    if executor_totals:
+        cost = f", ${executor_totals['cost_usd']:.4f}" if "cost_usd" in executor_totals else ""
+        used = f"{executor_totals['calls']:,.0f} calls, {executor_totals['tokens']:,.0f} tokens{cost}"
+        lines.append(f"  executor   {used} (cache hits are free)")
     if getattr(tracker, "failed", None):
         lines.append(f"  tracking   FAILED mid-run ({tracker.failed}); every metric is in {tracker.local_path}")
     elif getattr(tracker, "recovered", None):

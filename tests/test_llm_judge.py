@@ -116,12 +116,24 @@ def values(metrics: dict, key: str) -> list[float]:
 @pytest.mark.slow
 def test_judge_run_logs_its_calls_and_replays_from_the_cache_without_the_server(tmp_path):
     with OpenAIServer() as server:
-        first = train(tmp_path / "first", f"reward.executor.base_url={server.url}")
+        first = train(
+            tmp_path / "first",
+            f"reward.executor.base_url={server.url}",
+            "reward.executor.price_per_million_input_tokens=1e6",  # $1 a token, so the cost counts tokens
+            "reward.executor.price_per_million_output_tokens=1e6",
+        )
         assert first.returncode == 0, first.stdout[-3000:]
         url, asked = server.url, server.requests
     assert asked > 0
     judged = histories(tmp_path / "first")
     assert sum(values(judged, "reward/executor_calls")) > 0
+    running = lambda key: [sum(values(judged, key)[: i + 1]) for i in range(len(judged[key]))]  # noqa: E731
+    assert values(judged, "reward/executor_calls_total") == running("reward/executor_calls")
+    assert values(judged, "reward/executor_tokens_total") == running("reward/executor_tokens")
+    assert values(judged, "reward/executor_cost_usd") == values(judged, "reward/executor_tokens")
+    assert values(judged, "reward/executor_cost_usd_total") == running("reward/executor_tokens")
+    calls, tokens = running("reward/executor_calls")[-1], running("reward/executor_tokens")[-1]
+    assert f"executor   {calls:,.0f} calls, {tokens:,.0f} tokens, ${tokens:.4f} (cache hits are free)" in first.stdout
     assert "reward/judge_unparsed" not in judged  # every reply held a score
     assert all(0.0 <= v <= 1.0 for v in values(judged, "train/reward/llm_judge"))
     cache = tmp_path / "first" / "run" / "executor_cache.sqlite"

@@ -103,6 +103,10 @@ def test_every_rank_observes_every_ranks_rows_and_logs_the_executor_summed(tmp_p
             "reward/executor_cache_hit_rate": 0.5,  # 3 hits of 6 requests
             "reward/executor_failures": 1.0,
             "reward/executor_retries": 0.0,
+            "reward/executor_cost_usd": 0.25,
+            "reward/executor_calls_total": 13.0,  # 10 before this step, 3 in it
+            "reward/executor_tokens_total": 130.0,
+            "reward/executor_cost_usd_total": 1.25,
             "reward/aflow_runs/ok": 2.0,
             "reward/aflow_invalid/syntax": 1.0,
         }

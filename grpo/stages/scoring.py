@@ -80,9 +80,11 @@ def share_observed(ctx: RunContext) -> None:
 
 def executor_metrics(ctx: RunContext) -> dict[str, float]:
     """The executor's use this step over every process (reward/executor_*: calls, tokens, failures,
-    retries and the callers' counts summed; the cache hit rate of all requests). Empty when no
-    component calls the executor; otherwise every process calls it once per step (a collective under
-    data parallelism) and all get the same keys: the union of every process's counters."""
+    retries and the callers' counts summed; the cache hit rate of all requests), and over the run so
+    far (reward/executor_calls_total, _tokens_total, _cost_usd_total when priced: what a chart of
+    spend reads). Empty when no component calls the executor; otherwise every process calls it once
+    per step (a collective under data parallelism) and all get the same keys: the union of every
+    process's counters."""
     stats = ctx.scorer.drain_stats()
     if stats is None:
         return {}
@@ -90,4 +92,9 @@ def executor_metrics(ctx: RunContext) -> dict[str, float]:
         from accelerate.utils import gather_object
 
         stats = ExecutorStats.merged(gather_object([stats]))
-    return stats.metrics()
+    totals = ctx.executor_totals
+    totals["calls"] = totals.get("calls", 0.0) + stats.calls
+    totals["tokens"] = totals.get("tokens", 0.0) + stats.tokens
+    if stats.cost_usd is not None:
+        totals["cost_usd"] = totals.get("cost_usd", 0.0) + stats.cost_usd
+    return {**stats.metrics(), **{f"reward/executor_{k}_total": float(v) for k, v in totals.items()}}

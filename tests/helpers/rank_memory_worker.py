@@ -27,10 +27,19 @@ ROWS = {  # (example, workflow, reward) per rank; rank 1's math workflow outrank
 }
 STATS = {
     0: ExecutorStats(
-        requests=4, calls=3, cache_hits=1, prompt_tokens=24, completion_tokens=6, counts=Counter({"aflow_runs/ok": 2})
+        requests=4,
+        calls=3,
+        cache_hits=1,
+        prompt_tokens=24,
+        completion_tokens=6,
+        cost_usd=0.25,
+        counts=Counter({"aflow_runs/ok": 2}),
     ),
-    1: ExecutorStats(requests=2, calls=0, cache_hits=2, failures=1, counts=Counter({"aflow_invalid/syntax": 1})),
+    1: ExecutorStats(
+        requests=2, calls=0, cache_hits=2, failures=1, cost_usd=0.0, counts=Counter({"aflow_invalid/syntax": 1})
+    ),
 }
+TOTALS = {"calls": 10.0, "tokens": 100.0, "cost_usd": 1.0}  # the run's totals so far, as a checkpoint restores them
 
 
 class Scorer:  # a scorer whose executor saw this rank's stats
@@ -48,7 +57,7 @@ if __name__ == "__main__":
     prompts = WorkflowPrompts(None, num_examples=2)
     examples, completions, rewards = zip(*ROWS[rank])
     prompts.record(list(examples), list(completions), list(rewards), 1)
-    ctx = SimpleNamespace(accelerator=acc, prompts=prompts, scorer=Scorer(STATS[rank]))
+    ctx = SimpleNamespace(accelerator=acc, prompts=prompts, scorer=Scorer(STATS[rank]), executor_totals=dict(TOTALS))
     share_observed(ctx)
     result = {"prompts": prompts.state_dict(), "metrics": executor_metrics(ctx), "pending": len(prompts.pending)}
     (out / f"rank{rank}.json").write_text(json.dumps(result))
