@@ -73,6 +73,9 @@ def test_a_resumed_aflow_run_keeps_its_best_workflows_and_equals_the_uninterrupt
         assert keys == {k for k in resumed[step] if not k.startswith(NOT_COMPARED)}
         for k in keys:
             assert abs(metrics[step][k] - resumed[step][k]) <= TOL, (step, k)
+    for what in ("calls", "tokens"):  # the executor's running totals go on from the checkpoint's (step 4)
+        total, this_step = f"reward/executor_{what}_total", f"reward/executor_{what}"
+        assert resumed[5][total] - resumed[5][this_step] == metrics[4][total] > 0
     _, _, forgotten = resume_from(tmp_path / "forgotten", keep_memory=False)
     assert "Best workflows:\n" not in forgotten[5][0]["prompt"]  # the test can tell
 
