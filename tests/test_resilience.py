@@ -172,7 +172,9 @@ def test_non_finite_updates_are_skipped_then_stop_the_run(tmp_path):
     assert [v for _, v in skipped] == [1.0, 1.0]
 
 
-def test_tracking_store_locked_mid_run_does_not_stop_training(tmp_path):
+def lock_the_store_mid_run(tmp_path: Path) -> tuple[subprocess.Popen, sqlite3.Connection]:
+    """An 8-step GRPO run whose MLflow database another writer holds exclusively from step 2 on:
+    every MLflow write then fails until the returned connection lets go."""
     proc = subprocess.Popen(
         command(tmp_path, "schedule.rce_steps=0", "trainer.max_steps=8"),
         stdout=subprocess.PIPE,
@@ -182,7 +184,12 @@ def test_tracking_store_locked_mid_run_does_not_stop_training(tmp_path):
     wait_for(lambda: logged_steps(tmp_path) >= 2, proc)
     # Wait out the run's own short write locks, then hold the database exclusively.
     lock = sqlite3.connect(str(tmp_path / "mlflow.db"), timeout=60, check_same_thread=False)
-    lock.execute("BEGIN EXCLUSIVE")  # another writer holds the database: every MLflow write now fails
+    lock.execute("BEGIN EXCLUSIVE")
+    return proc, lock
+
+
+def test_tracking_store_locked_mid_run_does_not_stop_training(tmp_path):
+    proc, lock = lock_the_store_mid_run(tmp_path)
     stderr, _ = proc.communicate(timeout=600)  # the whole console
     lock.rollback()
     lock.close()
@@ -193,15 +200,7 @@ def test_tracking_store_locked_mid_run_does_not_stop_training(tmp_path):
 
 
 def test_tracking_store_back_before_the_end_is_given_the_steps_it_missed(tmp_path):
-    proc = subprocess.Popen(
-        command(tmp_path, "schedule.rce_steps=0", "trainer.max_steps=8"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    wait_for(lambda: logged_steps(tmp_path) >= 2, proc)
-    lock = sqlite3.connect(str(tmp_path / "mlflow.db"), timeout=60, check_same_thread=False)
-    lock.execute("BEGIN EXCLUSIVE")
+    proc, lock = lock_the_store_mid_run(tmp_path)
     run_log = tmp_path / "run" / "run.log"
     wait_for(lambda: "tracking failed" in run_log.read_text(), proc)  # retried, then given up: training goes on
     lock.rollback()  # the store answers again
